@@ -1,0 +1,98 @@
+//! Hot images in memory, bounded in bytes. Entries share one `Bytes` buffer,
+//! so serving from memory copies nothing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use moka::future::Cache;
+
+use crate::ids::ImageKey;
+use crate::metrics;
+use crate::store::ImageMeta;
+
+#[derive(Clone)]
+pub struct CachedImage {
+    pub bytes: Bytes,
+    pub meta: Arc<ImageMeta>,
+    /// When it was read from the store; older entries are revalidated
+    /// against the store before they are served (other replicas may delete).
+    pub loaded: Instant,
+}
+
+#[derive(Clone)]
+pub struct ImageCache {
+    inner: Option<Cache<ImageKey, CachedImage>>,
+    max_item: u64,
+}
+
+/// Per-entry bookkeeping cost, so many tiny images cannot exceed the budget.
+const ENTRY_OVERHEAD: u32 = 256;
+
+impl ImageCache {
+    pub fn new(capacity_bytes: u64) -> ImageCache {
+        if capacity_bytes == 0 {
+            return ImageCache {
+                inner: None,
+                max_item: 0,
+            };
+        }
+        let inner = Cache::builder()
+            .max_capacity(capacity_bytes)
+            .weigher(|_k: &ImageKey, v: &CachedImage| {
+                u32::try_from(v.bytes.len())
+                    .unwrap_or(u32::MAX)
+                    .saturating_add(ENTRY_OVERHEAD)
+            })
+            .build();
+        ImageCache {
+            inner: Some(inner),
+            // One image may take at most an eighth of the cache, so a few
+            // large images cannot flush all the small hot ones.
+            max_item: capacity_bytes / 8,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    pub fn admits(&self, size: u64) -> bool {
+        self.inner.is_some() && size <= self.max_item
+    }
+
+    pub async fn get(&self, key: &ImageKey) -> Option<CachedImage> {
+        self.inner.as_ref()?.get(key).await
+    }
+
+    pub async fn insert(&self, key: ImageKey, image: CachedImage) {
+        if let Some(c) = &self.inner {
+            if self.admits(image.bytes.len() as u64) {
+                c.insert(key, image).await;
+                self.publish(c);
+            }
+        }
+    }
+
+    pub async fn invalidate(&self, key: &ImageKey) {
+        if let Some(c) = &self.inner {
+            c.invalidate(key).await;
+            c.run_pending_tasks().await;
+            self.publish(c);
+        }
+    }
+
+    fn publish(&self, c: &Cache<ImageKey, CachedImage>) {
+        metrics::get()
+            .memory_cache_bytes
+            .set(c.weighted_size() as i64);
+        metrics::get()
+            .memory_cache_entries
+            .set(c.entry_count() as i64);
+    }
+
+    /// Is an entry old enough that the store must confirm it still exists?
+    pub fn needs_revalidation(image: &CachedImage, after: Duration) -> bool {
+        !after.is_zero() && image.loaded.elapsed() >= after
+    }
+}

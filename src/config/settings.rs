@@ -1,0 +1,101 @@
+//! The table of every setting: its name (the environment variable, and the
+//! TOML key), its default and a one-line help. `--help`, `check-config` and the
+//! README are all generated from or checked against this table, so it is the
+//! single source of truth.
+
+pub struct Setting {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub help: &'static str,
+    /// Redacted by `check-config` and in logs.
+    pub secret: bool,
+}
+
+const fn s(name: &'static str, default: &'static str, help: &'static str) -> Setting {
+    Setting {
+        name,
+        default,
+        help,
+        secret: false,
+    }
+}
+
+const fn secret(name: &'static str, help: &'static str) -> Setting {
+    Setting {
+        name,
+        default: "",
+        help,
+        secret: true,
+    }
+}
+
+pub const SETTINGS: &[Setting] = &[
+    s("UPSTREAM_URL", "http://127.0.0.1:3000", "Studio API base URL; every request not handled here is forwarded to it"),
+    s("LISTEN_ADDR", "", "public listener; default 0.0.0.0:$PORT when PORT is set, else 0.0.0.0:8080"),
+    s("PORT", "", "port for the default LISTEN_ADDR (Railway sets it)"),
+    s("METRICS_ADDR", "127.0.0.1:9090", "private admin listener: /healthz /readyz /metrics /admin/*"),
+    s("PUBLIC_BASE_URL", "", "base of hosted URLs, e.g. https://api.example.com; default from Host and X-Forwarded-Proto"),
+    s("WORKER_THREADS", "0", "proxy worker threads; 0 means one per core"),
+    s("UPSTREAM_TIMEOUT_MS", "120000", "how long a rewrite-route upstream call may take"),
+    s("IMAGE_HOSTING_ENABLED", "true", "false makes permaproxy a pure pass-through that fetches nothing"),
+    s("IMAGE_REWRITE_PATHS", "/v1/images/generate", "comma list of request paths whose JSON responses are rewritten; a trailing * is a prefix match"),
+    s("REPLICATE_HOSTS", "replicate.delivery,*.replicate.delivery", "comma list of source hosts (host[:port], *. wildcard); exact entries may resolve to private addresses"),
+    s("IMAGE_ALLOW_HTTP_SOURCES", "false", "also accept plain http:// source URLs"),
+    s("IMAGE_REWRITE_MAX_BODY_BYTES", "8388608", "larger upstream bodies pass through untouched"),
+    s("IMAGE_USER_ID_HEADER", "x-user-id", "request header read by the default IMAGE_USER_ID_FROM"),
+    s("IMAGE_USER_ID_FROM", "", "ordered user id sources: response-header:NAME, jwt:CLAIM, request-header:NAME, body:FIELD, anonymous"),
+    s("IMAGE_USER_ID_TRUSTED_ONLY", "false", "refuse to start when IMAGE_USER_ID_FROM holds a source the client controls"),
+    s("IMAGE_USER_ID_REQUIRED", "false", "when no source yields a user id, leave the original URLs instead of hosting as anonymous"),
+    secret("JWT_SECRET", "HS256 secret for jwt:CLAIM user ids"),
+    s("JWT_PUBLIC_KEY", "", "PEM (or path to a PEM file) for RS256/ES256 jwt:CLAIM user ids"),
+    s("JWT_JWKS_PATH", "", "JWKS file for RS256/ES256 jwt:CLAIM user ids"),
+    s("IMAGE_PERSIST_MODE", "before_response", "before_response | background | on_first_hit"),
+    s("IMAGE_PERSIST_TIMEOUT_MS", "10000", "before_response waits at most this long, then answers and finishes in the background"),
+    s("IMAGE_STORAGE_BACKEND", "disk", "disk | s3"),
+    s("IMAGE_STORAGE_PATH", "./data/images", "image folder (with s3: the local journal, index and staging folder)"),
+    s("IMAGE_MEMORY_CACHE_MB", "256", "memory cache for hot images, in MiB; 0 turns it off"),
+    s("IMAGE_MAX_BYTES", "52428800", "largest image accepted from a source, enforced while streaming"),
+    s("IMAGE_MAX_PIXELS", "100000000", "largest width x height accepted, read from the image header"),
+    s("IMAGE_DOWNLOAD_RETRIES", "5", "retries after the first attempt, with exponential backoff and jitter"),
+    s("IMAGE_DOWNLOAD_CONCURRENCY", "32", "source downloads running at once; excess work queues"),
+    s("IMAGE_DOWNLOAD_CONNECT_TIMEOUT_MS", "5000", "connect timeout per download attempt"),
+    s("IMAGE_DOWNLOAD_TIMEOUT_MS", "60000", "total timeout per download attempt"),
+    s("IMAGE_DOWNLOAD_RATE_PER_SEC", "50", "hosted-image requests per second per client (token bucket refill)"),
+    s("IMAGE_DOWNLOAD_BURST", "100", "token bucket size per client"),
+    s("TRUST_FORWARDED_FOR", "false", "identify clients by the first X-Forwarded-For address (set behind Railway's edge)"),
+    s("IMAGE_MAX_AGE_DAYS", "90", "delete images not requested for this many days (decimals allowed)"),
+    s("IMAGE_PER_USER_LIMIT", "50", "images kept per user, least recently requested evicted first; 0 means no limit"),
+    s("IMAGE_STORAGE_MAX_BYTES", "0", "cap on stored image bytes; 0 means no cap"),
+    s("IMAGE_MIN_FREE_BYTES", "0", "evict least recently requested images while free disk is below this"),
+    s("IMAGE_CLEANUP_INTERVAL_SECS", "86400", "how often the cleanup job runs (it also runs at start)"),
+    s("IMAGE_CACHE_REVALIDATE_SECS", "60", "memory-cache entries older than this are checked against the store before serving"),
+    secret("ADMIN_TOKEN", "bearer token for /admin/*; unset means the admin API answers 403"),
+    s("S3_ENDPOINT", "", "S3 endpoint URL; empty means AWS"),
+    s("S3_BUCKET", "", "bucket for IMAGE_STORAGE_BACKEND=s3"),
+    s("S3_REGION", "us-east-1", "S3 region (garage for Garage, auto for R2)"),
+    s("S3_FORCE_PATH_STYLE", "false", "path-style addressing (Garage, MinIO)"),
+    s("S3_PREFIX", "images/", "key prefix inside the bucket"),
+    s("AWS_ACCESS_KEY_ID", "", "S3 access key id"),
+    secret("AWS_SECRET_ACCESS_KEY", "S3 secret key"),
+    secret("AWS_SESSION_TOKEN", "S3 session token (optional)"),
+    s("LOG_FORMAT", "", "json | pretty; default pretty on a terminal, json otherwise"),
+    s("SHUTDOWN_GRACE_SECS", "10", "on SIGTERM, how long requests in flight may take to finish"),
+];
+
+pub fn find(name: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.name.eq_ignore_ascii_case(name))
+}
+
+/// The settings as `--help` lists them.
+pub fn help_text() -> String {
+    let mut out =
+        String::from("Settings (environment variables; the same names work as TOML keys):\n");
+    for s in SETTINGS {
+        let default = if s.default.is_empty() { "-" } else { s.default };
+        out.push_str(&format!(
+            "  {:<34} [default: {}]\n      {}\n",
+            s.name, default, s.help
+        ));
+    }
+    out
+}

@@ -1,0 +1,93 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    Config::load_from(None, &env(pairs))
+}
+
+#[test]
+fn defaults_are_valid() {
+    let c = load(&[]).unwrap();
+    assert_eq!(c.listen_addr, "0.0.0.0:8080");
+    assert_eq!(c.metrics_addr, "127.0.0.1:9090");
+    assert_eq!(c.persist_mode, PersistMode::BeforeResponse);
+    assert_eq!(c.memory_cache_bytes, 256 << 20);
+    assert_eq!(c.per_user_limit, 50);
+    assert!(c.is_rewrite_path("/v1/images/generate"));
+    assert!(!c.is_rewrite_path("/v1/images/generate/x"));
+}
+
+#[test]
+fn port_sets_listen_addr() {
+    assert_eq!(
+        load(&[("PORT", "3001")]).unwrap().listen_addr,
+        "0.0.0.0:3001"
+    );
+    let c = load(&[("PORT", "3001"), ("LISTEN_ADDR", "127.0.0.1:1")]).unwrap();
+    assert_eq!(c.listen_addr, "127.0.0.1:1");
+}
+
+#[test]
+fn errors_name_the_setting() {
+    let e = load(&[("IMAGE_PERSIST_MODE", "sometimes")]).unwrap_err();
+    assert_eq!(e.setting, "IMAGE_PERSIST_MODE");
+    let e = load(&[("UPSTREAM_URL", "notaurl")]).unwrap_err();
+    assert_eq!(e.setting, "UPSTREAM_URL");
+    let e = load(&[("IMAGE_MAX_BYTES", "-3")]).unwrap_err();
+    assert_eq!(e.setting, "IMAGE_MAX_BYTES");
+    let e = load(&[("IMAGE_HOSTING_ENABLED", "maybe")]).unwrap_err();
+    assert_eq!(e.setting, "IMAGE_HOSTING_ENABLED");
+    assert!(e.to_string().contains("IMAGE_HOSTING_ENABLED"));
+}
+
+#[test]
+fn toml_then_env() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "image_max_age_days = 0.5\nIMAGE_REWRITE_PATHS = [\"/a\", \"/b/*\"]\nimage_per_user_limit = 7\n",
+    )
+    .unwrap();
+    let c = Config::load_from(Some(&path), &env(&[("IMAGE_PER_USER_LIMIT", "9")])).unwrap();
+    assert_eq!(c.max_age, Duration::from_secs(43_200));
+    assert_eq!(c.per_user_limit, 9);
+    assert!(c.is_rewrite_path("/a"));
+    assert!(c.is_rewrite_path("/b/anything"));
+    assert!(!c.is_rewrite_path("/c"));
+}
+
+#[test]
+fn unknown_toml_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "upstream_ulr = \"http://x\"\n").unwrap();
+    let e = Config::load_from(Some(&path), &[]).unwrap_err();
+    assert_eq!(e.setting, "upstream_ulr");
+}
+
+#[test]
+fn fractional_age() {
+    let c = load(&[("IMAGE_MAX_AGE_DAYS", "0.0001")]).unwrap();
+    assert!((c.max_age.as_secs_f64() - 8.64).abs() < 1e-6);
+}
+
+#[test]
+fn describe_redacts_secrets() {
+    let c = load(&[("ADMIN_TOKEN", "hunter2"), ("JWT_SECRET", "s3cret")]).unwrap();
+    let d = c.describe();
+    assert!(!d.contains("hunter2") && !d.contains("s3cret"));
+    assert!(d.contains("ADMIN_TOKEN = \"<redacted>\""));
+}
+
+#[test]
+fn s3_needs_a_bucket() {
+    let e = load(&[("IMAGE_STORAGE_BACKEND", "s3")]).unwrap_err();
+    assert_eq!(e.setting, "S3_BUCKET");
+}

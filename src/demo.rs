@@ -1,0 +1,182 @@
+//! `permaproxy demo`: the whole flow on one machine without a Studio API.
+//! It starts a stand-in Studio API and a stand-in Replicate file host on
+//! loopback, points the proxy at them, then walks through a generate call,
+//! the source expiring, and the hosted image still being served.
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response};
+
+/// A small real PNG (a gradient), so every client can display it.
+pub fn sample_png(width: u32, height: u32) -> Vec<u8> {
+    let mut raw = Vec::with_capacity(((width * 3 + 1) * height) as usize);
+    for y in 0..height {
+        raw.push(0);
+        for x in 0..width {
+            raw.extend_from_slice(&[(x * 255 / width) as u8, (y * 255 / height) as u8, 160]);
+        }
+    }
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    let _ = z.write_all(&raw);
+    let idat = z.finish().unwrap_or_default();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    for (kind, data) in [(&b"IHDR"[..], &ihdr[..]), (b"IDAT", &idat), (b"IEND", &[])] {
+        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut crc = flate2::Crc::new();
+        crc.update(kind);
+        crc.update(data);
+        png.extend_from_slice(kind);
+        png.extend_from_slice(data);
+        png.extend_from_slice(&crc.sum().to_be_bytes());
+    }
+    png
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_or(18_080, |a| a.port())
+}
+
+async fn serve<F>(addr: SocketAddr, handler: F)
+where
+    F: Fn(Request<hyper::body::Incoming>) -> Response<Full<Bytes>> + Send + Sync + Clone + 'static,
+{
+    let Ok(listener) = tokio::net::TcpListener::bind(addr).await else {
+        return;
+    };
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let h = handler.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let h = h.clone();
+                async move { Ok::<_, Infallible>(h(req)) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await;
+        });
+    }
+}
+
+fn response(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(body.into()))
+        .unwrap_or_default()
+}
+
+/// Starts the stand-ins and returns the settings that point the proxy at
+/// them.
+pub fn start_stand_ins() -> Result<Vec<(String, String)>, String> {
+    let (studio, files, proxy, admin) = (free_port(), free_port(), free_port(), free_port());
+    let expired = Arc::new(AtomicBool::new(false));
+    let png = Bytes::from(sample_png(320, 200));
+    let image_url = format!("http://127.0.0.1:{files}/pbxt/demo/out-0.png");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let exp = expired.clone();
+    rt.spawn(serve(([127, 0, 0, 1], files).into(), move |req| {
+        if req.uri().path() == "/expire" {
+            exp.store(true, Ordering::SeqCst);
+            return response(200, "text/plain", "expired\n");
+        }
+        if exp.load(Ordering::SeqCst) || req.uri().path() != "/pbxt/demo/out-0.png" {
+            return response(404, "text/plain", "Not found\n");
+        }
+        response(200, "image/png", png.clone())
+    }));
+    let url = image_url.clone();
+    rt.spawn(serve(([127, 0, 0, 1], studio).into(), move |req| {
+        if req.uri().path() == "/v1/images/generate" {
+            let body = format!(
+                r#"{{"id":"demo-prediction","status":"succeeded","images":[{{"url":"{url}"}}],"output":["{url}"]}}"#
+            );
+            return response(200, "application/json", body);
+        }
+        response(200, "application/json", r#"{"service":"studio-api stand-in","ok":true}"#)
+    }));
+    std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
+    std::thread::spawn(move || walkthrough(proxy, admin, files));
+    Ok(vec![
+        ("UPSTREAM_URL".into(), format!("http://127.0.0.1:{studio}")),
+        ("LISTEN_ADDR".into(), format!("127.0.0.1:{proxy}")),
+        ("METRICS_ADDR".into(), format!("127.0.0.1:{admin}")),
+        ("REPLICATE_HOSTS".into(), format!("127.0.0.1:{files}")),
+        ("IMAGE_ALLOW_HTTP_SOURCES".into(), "true".into()),
+        ("IMAGE_STORAGE_PATH".into(), "./data/demo".into()),
+        (
+            "PUBLIC_BASE_URL".into(),
+            format!("http://127.0.0.1:{proxy}"),
+        ),
+        ("LOG_FORMAT".into(), "pretty".into()),
+    ])
+}
+
+/// Prints each step of the flow with what the client sees.
+fn walkthrough(proxy: u16, admin: u16, files: u16) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(_) => return,
+    };
+    rt.block_on(async move {
+        let client = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{proxy}");
+        for _ in 0..200 {
+            if client.get(format!("http://127.0.0.1:{admin}/healthz")).send().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        println!("\n=== permaproxy demo ===\n1. POST {base}/v1/images/generate  (Studio API answers with a Replicate-style URL)");
+        let Ok(resp) = client
+            .post(format!("{base}/v1/images/generate"))
+            .header("x-user-id", "demo-user")
+            .body(r#"{"prompt":"a gradient"}"#)
+            .send()
+            .await
+        else {
+            println!("   the proxy did not answer");
+            return;
+        };
+        let body = resp.text().await.unwrap_or_default();
+        println!("   rewritten response: {body}");
+        let hosted = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["images"][0]["url"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        let _ = client.get(format!("http://127.0.0.1:{files}/expire")).send().await;
+        println!("2. the Replicate URL expires (it now answers 404)");
+        match client.get(&hosted).send().await {
+            Ok(r) => {
+                println!("3. GET {hosted}\n   -> {} {}", r.status(), r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or(""));
+                for h in ["content-length", "etag", "cache-control"] {
+                    println!("   {h}: {}", r.headers().get(h).and_then(|v| v.to_str().ok()).unwrap_or("-"));
+                }
+            }
+            Err(e) => println!("3. GET {hosted} failed: {e}"),
+        }
+        println!("4. try it yourself:\n   curl -s -X POST {base}/v1/images/generate\n   curl -sI {hosted}\n   curl -s http://127.0.0.1:{admin}/metrics | grep permaproxy_\n   (Ctrl-C stops the demo)\n");
+    });
+}

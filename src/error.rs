@@ -1,0 +1,149 @@
+//! Errors that reach a client, and the one place they become HTTP responses.
+//!
+//! Every error body has the same stable shape,
+//! `{"error": "<human message>", "code": "<stable_code>"}`, so clients can
+//! branch on `code` while people read `error`.
+
+use bytes::Bytes;
+use serde::Serialize;
+
+/// An error answered to an HTTP client. `code` strings are part of the API:
+/// never rename one.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    #[error("bad request path: {0}")]
+    BadPath(&'static str),
+    #[error("image not found")]
+    ImageNotFound,
+    #[error("image was deleted")]
+    ImageGone,
+    #[error("image could not be stored: {0}")]
+    ImageUnavailable(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("range not satisfiable")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("too many requests")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("upstream unreachable: {0}")]
+    UpstreamUnreachable(String),
+    #[error("upstream timed out")]
+    UpstreamTimeout,
+    #[error("storage unavailable: {0}")]
+    StorageUnavailable(String),
+    #[error("unauthorized")]
+    Unauthorized,
+    #[error("admin API disabled: set ADMIN_TOKEN to enable it")]
+    AdminDisabled,
+    #[error("internal error")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: String,
+    code: &'a str,
+}
+
+impl ApiError {
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::BadPath(_) => 400,
+            ApiError::ImageNotFound => 404,
+            ApiError::ImageGone => 410,
+            ApiError::ImageUnavailable(_) => 502,
+            ApiError::MethodNotAllowed => 405,
+            ApiError::RangeNotSatisfiable { .. } => 416,
+            ApiError::RateLimited { .. } => 429,
+            ApiError::UpstreamUnreachable(_) => 502,
+            ApiError::UpstreamTimeout => 504,
+            ApiError::StorageUnavailable(_) => 503,
+            ApiError::Unauthorized => 401,
+            ApiError::AdminDisabled => 403,
+            ApiError::Internal(_) => 500,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadPath(_) => "bad_path",
+            ApiError::ImageNotFound => "image_not_found",
+            ApiError::ImageGone => "image_gone",
+            ApiError::ImageUnavailable(_) => "image_unavailable",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::UpstreamUnreachable(_) => "upstream_unreachable",
+            ApiError::UpstreamTimeout => "upstream_timeout",
+            ApiError::StorageUnavailable(_) => "storage_unavailable",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::AdminDisabled => "admin_disabled",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// Extra headers that the status requires (RFC 9110 asks for them).
+    pub fn extra_headers(&self) -> Vec<(&'static str, String)> {
+        match self {
+            ApiError::RateLimited { retry_after_secs } => {
+                vec![("retry-after", retry_after_secs.max(&1).to_string())]
+            }
+            ApiError::RangeNotSatisfiable { size } => {
+                vec![("content-range", format!("bytes */{size}"))]
+            }
+            ApiError::MethodNotAllowed => vec![("allow", "GET, HEAD".to_string())],
+            ApiError::Unauthorized => vec![("www-authenticate", "Bearer".to_string())],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The JSON body. Internal details are logged, not sent.
+    pub fn body(&self) -> Bytes {
+        let message = match self {
+            ApiError::Internal(_) => "internal error".to_string(),
+            other => other.to_string(),
+        };
+        json_error(self.code(), &message)
+    }
+}
+
+/// A stable JSON error body.
+pub fn json_error(code: &str, message: &str) -> Bytes {
+    let body = ErrorBody {
+        error: message.to_string(),
+        code,
+    };
+    // Serializing two strings cannot fail; fall back to a fixed body anyway
+    // so no request path can panic here.
+    serde_json::to_vec(&body)
+        .map(Bytes::from)
+        .unwrap_or_else(|_| Bytes::from_static(br#"{"error":"internal error","code":"internal"}"#))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_stable_json() {
+        let body = ApiError::ImageNotFound.body();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["code"], "image_not_found");
+        assert_eq!(v["error"], "image not found");
+    }
+
+    #[test]
+    fn internal_details_are_not_leaked() {
+        let body = ApiError::Internal("secret path /etc".into()).body();
+        assert!(!String::from_utf8_lossy(&body).contains("/etc"));
+    }
+
+    #[test]
+    fn rate_limit_has_retry_after() {
+        let e = ApiError::RateLimited {
+            retry_after_secs: 0,
+        };
+        assert_eq!(e.status(), 429);
+        assert_eq!(e.extra_headers()[0], ("retry-after", "1".to_string()));
+    }
+}

@@ -1,0 +1,39 @@
+//! permaproxy: a Pingora reverse proxy that makes short-lived Replicate image
+//! URLs permanent.
+//!
+//! The layout follows the request path:
+//! - [`config`]: one settings table, loaded from defaults, TOML, then env.
+//! - [`proxy`]: the thin Pingora `ProxyHttp` glue that routes each request.
+//! - [`forward`]: our own upstream exchange for rewrite routes (it must await downloads).
+//! - [`rewrite`]: pure JSON scanning and URL replacement.
+//! - [`sources`]: which URLs are Replicate sources, and the SSRF address policy.
+//! - [`fetch`]: downloads with retries, caps and the SSRF guard.
+//! - [`hosting`]: the engine tying fetch, journal, store, index and cache together.
+//! - [`store`]: the storage interface with its disk backend.
+//! - [`serve`]: hosted-image responses (ETag, Range, conditional requests).
+//! - [`admin`]: the private admin listener (health, metrics, admin API).
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod cache;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod fetch;
+pub mod forward;
+pub mod hosting;
+pub mod ids;
+pub mod image_format;
+pub mod index;
+pub mod journal;
+pub mod lifecycle;
+pub mod limits;
+pub mod logging;
+pub mod metrics;
+pub mod proxy;
+pub mod rewrite;
+pub mod serve;
+pub mod server;
+pub mod sources;
+pub mod store;
+pub mod userid;

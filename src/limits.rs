@@ -1,0 +1,136 @@
+//! Per-client token buckets for hosted-image downloads.
+//!
+//! Buckets live in a bounded cache: a flood of distinct addresses evicts
+//! idle buckets instead of growing memory. An evicted bucket comes back
+//! full, which is what an idle client would have anyway.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use moka::sync::Cache;
+
+const MAX_CLIENTS: u64 = 100_000;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// Takes one token. `Err(wait)` tells how long until one is available.
+pub fn take(bucket: &mut Bucket, rate: f64, burst: f64, now: Instant) -> Result<(), Duration> {
+    let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+    bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
+    bucket.updated = now;
+    if bucket.tokens >= 1.0 {
+        bucket.tokens -= 1.0;
+        Ok(())
+    } else {
+        Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))
+    }
+}
+
+pub struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    buckets: Cache<IpAddr, Arc<Mutex<Bucket>>>,
+}
+
+impl RateLimiter {
+    pub fn new(rate: f64, burst: f64) -> RateLimiter {
+        // A bucket idle long enough to refill completely carries no state.
+        let idle = Duration::from_secs_f64((burst / rate).clamp(1.0, 3600.0));
+        RateLimiter {
+            rate,
+            burst,
+            buckets: Cache::builder()
+                .max_capacity(MAX_CLIENTS)
+                .time_to_idle(idle)
+                .build(),
+        }
+    }
+
+    /// `Err(retry_after_secs)` when the client is over its limit.
+    pub fn check(&self, client: IpAddr) -> Result<(), u64> {
+        let burst = self.burst;
+        let bucket = self.buckets.get_with(client, || {
+            Arc::new(Mutex::new(Bucket {
+                tokens: burst,
+                updated: Instant::now(),
+            }))
+        });
+        let mut b = bucket.lock().unwrap_or_else(|e| e.into_inner());
+        take(&mut b, self.rate, self.burst, Instant::now())
+            .map_err(|wait| wait.as_secs_f64().ceil().max(1.0) as u64)
+    }
+
+    pub fn tracked_clients(&self) -> u64 {
+        self.buckets.run_pending_tasks();
+        self.buckets.entry_count()
+    }
+}
+
+/// The client's address: the socket's, or the first X-Forwarded-For entry
+/// when the deployment says a trusted edge sets it.
+pub fn client_ip(
+    socket: Option<IpAddr>,
+    forwarded_for: Option<&str>,
+    trust: bool,
+) -> Option<IpAddr> {
+    if trust {
+        let first = forwarded_for
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .and_then(|s| s.parse::<IpAddr>().ok());
+        if first.is_some() {
+            return first;
+        }
+    }
+    socket
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_refill() {
+        let t0 = Instant::now();
+        let mut b = Bucket {
+            tokens: 3.0,
+            updated: t0,
+        };
+        for _ in 0..3 {
+            assert!(take(&mut b, 1.0, 3.0, t0).is_ok());
+        }
+        let wait = take(&mut b, 1.0, 3.0, t0).unwrap_err();
+        assert!(wait <= Duration::from_secs(1));
+        assert!(take(&mut b, 1.0, 3.0, t0 + Duration::from_millis(1100)).is_ok());
+        // Refill never exceeds the burst.
+        let later = t0 + Duration::from_secs(100);
+        for _ in 0..3 {
+            assert!(take(&mut b, 1.0, 3.0, later).is_ok());
+        }
+        assert!(take(&mut b, 1.0, 3.0, later).is_err());
+    }
+
+    #[test]
+    fn forwarded_for_only_when_trusted() {
+        let sock: IpAddr = "10.0.0.1".parse().unwrap();
+        let xff = Some("1.2.3.4, 10.0.0.9");
+        assert_eq!(client_ip(Some(sock), xff, false), Some(sock));
+        assert_eq!(client_ip(Some(sock), xff, true), "1.2.3.4".parse().ok());
+        assert_eq!(client_ip(Some(sock), Some("garbage"), true), Some(sock));
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let l = RateLimiter::new(1.0, 1.0);
+        for i in 0..(MAX_CLIENTS + 5000) {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(i as u32));
+            let _ = l.check(ip);
+        }
+        assert!(l.tracked_clients() <= MAX_CLIENTS);
+    }
+}

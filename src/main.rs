@@ -1,0 +1,101 @@
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, LazyLock};
+
+use clap::{Parser, Subcommand};
+use permaproxy::config::{settings, Config};
+
+static SETTINGS_HELP: LazyLock<String> = LazyLock::new(settings::help_text);
+
+#[derive(Parser)]
+#[command(
+    name = "permaproxy",
+    version,
+    about = "A reverse proxy that turns short-lived Replicate image URLs into permanent hosted URLs",
+    after_help = SETTINGS_HELP.as_str()
+)]
+struct Cli {
+    /// TOML file with settings (environment variables override it)
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (the default)
+    Serve,
+    /// Run the whole flow locally, with a stand-in Studio API and Replicate host
+    Demo,
+    /// Validate the configuration and print the effective one, secrets redacted
+    CheckConfig,
+    /// Apply the retention, per-user and disk-cap rules to the store now
+    Cleanup {
+        /// Print what would be deleted and why, and change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn load(path: Option<&PathBuf>, extra: &[(String, String)]) -> Result<Config, String> {
+    let mut env: Vec<(String, String)> = std::env::vars().collect();
+    // Demo settings go under the environment's, so a user can still
+    // override any of them.
+    let mut layered = extra.to_vec();
+    layered.append(&mut env);
+    Config::load_from(path.map(PathBuf::as_path), &layered).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => load(cli.config.as_ref(), &[]).and_then(|cfg| {
+            permaproxy::logging::init(cfg.log_format);
+            permaproxy::server::run(cfg)
+        }),
+        Command::Demo => permaproxy::demo::start_stand_ins()
+            .and_then(|extra| load(cli.config.as_ref(), &extra))
+            .and_then(|cfg| {
+                permaproxy::logging::init(cfg.log_format);
+                permaproxy::server::run(cfg)
+            }),
+        Command::CheckConfig => load(cli.config.as_ref(), &[]).map(|cfg| {
+            println!("# configuration is valid\n{}", cfg.describe());
+        }),
+        Command::Cleanup { dry_run } => {
+            load(cli.config.as_ref(), &[]).and_then(|cfg| cleanup(cfg, dry_run))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("permaproxy: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cleanup(cfg: Config, dry_run: bool) -> Result<(), String> {
+    permaproxy::logging::init(cfg.log_format);
+    let cfg = Arc::new(cfg);
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let hosting = permaproxy::hosting::Hosting::open(cfg).await?;
+        let deleted = permaproxy::lifecycle::cleanup(&hosting, dry_run).await;
+        let verb = if dry_run { "would delete" } else { "deleted" };
+        for d in &deleted {
+            println!(
+                "{verb} {}/{} ({} bytes): {}",
+                d.user_id,
+                d.id,
+                d.size_bytes,
+                d.reason.as_str()
+            );
+        }
+        println!("{verb} {} image(s)", deleted.len());
+        hosting.index.flush().map_err(|e| e.to_string())
+    })
+}

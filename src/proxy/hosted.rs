@@ -1,0 +1,216 @@
+//! Answers `GET`/`HEAD /v1/images/hosted/{userId}/{imageId}.{ext}` from
+//! memory or the store. Never forwarded upstream.
+
+use bytes::Bytes;
+use futures::StreamExt;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+
+use super::{respond, App, Ctx};
+use crate::cache::CachedImage;
+use crate::error::ApiError;
+use crate::hosting::{now_ms, Lookup};
+use crate::ids::{parse_hosted_path, ImageKey};
+use crate::metrics;
+use crate::serve::{self, Conditions, Plan};
+use crate::store::ImageMeta;
+
+pub async fn serve(app: &App, session: &mut Session, ctx: &mut Ctx) {
+    if let Err(e) = serve_inner(app, session, ctx).await {
+        if matches!(
+            e,
+            ApiError::ImageNotFound | ApiError::BadPath(_) | ApiError::ImageUnavailable(_)
+        ) {
+            ctx.tier.get_or_insert("miss");
+        }
+        if let Some(tier) = ctx.tier {
+            metrics::get()
+                .hosted_requests
+                .with_label_values(&[tier])
+                .inc();
+        }
+        respond::error(session, &e).await;
+    }
+}
+
+async fn serve_inner(app: &App, session: &mut Session, ctx: &mut Ctx) -> Result<(), ApiError> {
+    let method = &session.req_header().method;
+    if method != http::Method::GET && method != http::Method::HEAD {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    check_rate(app, session)?;
+    let (key, _ext) = parse_hosted_path(session.req_header().uri.path())?;
+    let h = &app.hosting;
+    let (tier, body) = match h.lookup(&key).await {
+        Lookup::Memory(img) => ("memory", Body::Memory(img)),
+        Lookup::Stored(meta) => ("disk", load(app, &key, meta).await?),
+        Lookup::Fetched(meta) => ("pending", load(app, &key, meta).await?),
+        Lookup::Redirect(source) => {
+            ctx.tier = Some("pending");
+            metrics::get()
+                .hosted_requests
+                .with_label_values(&["pending"])
+                .inc();
+            let headers = [
+                ("location", source),
+                ("cache-control", "no-store".to_string()),
+            ];
+            respond::write(session, 307, &headers, Bytes::new()).await;
+            return Ok(());
+        }
+        Lookup::Unavailable(reason) => return Err(ApiError::ImageUnavailable(reason)),
+        Lookup::Missing => return Err(ApiError::ImageNotFound),
+    };
+    ctx.tier = Some(tier);
+    metrics::get()
+        .hosted_requests
+        .with_label_values(&[tier])
+        .inc();
+    h.index.touch(&key, now_ms());
+    write_image(app, session, body).await
+}
+
+fn check_rate(app: &App, session: &Session) -> Result<(), ApiError> {
+    let socket = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    let xff = session
+        .req_header()
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    let Some(ip) = crate::limits::client_ip(socket, xff, app.cfg.trust_forwarded_for) else {
+        return Ok(());
+    };
+    app.limiter.check(ip).map_err(|retry_after_secs| {
+        metrics::get().rate_limited.inc();
+        ApiError::RateLimited { retry_after_secs }
+    })
+}
+
+enum Body {
+    Memory(CachedImage),
+    Stream(std::sync::Arc<ImageMeta>),
+}
+
+impl Body {
+    fn meta(&self) -> &ImageMeta {
+        match self {
+            Body::Memory(img) => &img.meta,
+            Body::Stream(meta) => meta,
+        }
+    }
+}
+
+/// Small images are read whole into the memory cache and served from
+/// there; large ones stream from the store without being held in memory.
+async fn load(
+    app: &App,
+    key: &ImageKey,
+    meta: std::sync::Arc<ImageMeta>,
+) -> Result<Body, ApiError> {
+    let h = &app.hosting;
+    if !h.cache.admits(meta.size) {
+        return Ok(Body::Stream(meta));
+    }
+    let bytes = h
+        .store
+        .read_all(&meta)
+        .await
+        .map_err(|e| ApiError::StorageUnavailable(e.to_string()))?;
+    let img = CachedImage {
+        bytes,
+        meta,
+        loaded: std::time::Instant::now(),
+    };
+    h.cache.insert(key.clone(), img.clone()).await;
+    Ok(Body::Memory(img))
+}
+
+async fn write_image(app: &App, session: &mut Session, body: Body) -> Result<(), ApiError> {
+    let meta = body.meta().clone();
+    let req = session.req_header();
+    let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
+    let conditions = Conditions {
+        if_none_match: header("if-none-match"),
+        if_modified_since: header("if-modified-since"),
+        range: header("range"),
+        if_range: header("if-range"),
+    };
+    let plan = serve::plan(&meta, &conditions);
+    if plan == Plan::Unsatisfiable {
+        return Err(ApiError::RangeNotSatisfiable { size: meta.size });
+    }
+    let head_only = req.method == http::Method::HEAD || plan == Plan::NotModified;
+    let mut resp = ResponseHeader::build(serve::status(&plan), Some(10))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    for (k, v) in serve::headers(&meta, &plan) {
+        resp.insert_header(k, v)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+    }
+    if session
+        .write_response_header(Box::new(resp), head_only)
+        .await
+        .is_err()
+        || head_only
+    {
+        return Ok(());
+    }
+    let range = match plan {
+        Plan::Partial(r) => Some(r),
+        _ => None,
+    };
+    let sent = match body {
+        Body::Memory(img) => {
+            let slice = match range {
+                Some(r) => img.bytes.slice(r.start as usize..=r.end as usize),
+                None => img.bytes.clone(),
+            };
+            let n = slice.len() as u64;
+            let _ = session.write_response_body(Some(slice), true).await;
+            n
+        }
+        Body::Stream(meta) => stream_from_store(app, session, &meta, range).await,
+    };
+    metrics::get().hosted_bytes_sent.inc_by(sent);
+    Ok(())
+}
+
+async fn stream_from_store(
+    app: &App,
+    session: &mut Session,
+    meta: &ImageMeta,
+    range: Option<crate::store::ByteRange>,
+) -> u64 {
+    let mut stream = match app.hosting.store.read(meta, range).await {
+        Ok(s) => s,
+        Err(e) => {
+            // Headers are out: the only honest signal left is to cut the
+            // connection, so the client sees a short body, not a wrong one.
+            tracing::error!(image = %meta.relative_path(), error = %e, "read failed after headers");
+            return 0;
+        }
+    };
+    let mut sent = 0u64;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) => {
+                sent += bytes.len() as u64;
+                if session
+                    .write_response_body(Some(bytes), false)
+                    .await
+                    .is_err()
+                {
+                    return sent;
+                }
+            }
+            Err(e) => {
+                tracing::error!(image = %meta.relative_path(), error = %e, "read failed mid-body");
+                return sent;
+            }
+        }
+    }
+    let _ = session.write_response_body(None, true).await;
+    sent
+}

@@ -1,0 +1,272 @@
+//! The Pingora `ProxyHttp` glue. It only routes: hosted images are answered
+//! by [`hosted`], rewrite routes by [`crate::forward`], and everything else
+//! is proxied by Pingora itself, untouched.
+
+pub mod hosted;
+pub mod respond;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::FailToProxy;
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::forward::Forwarder;
+use crate::hosting::Hosting;
+use crate::ids::HOSTED_PREFIX;
+use crate::limits::RateLimiter;
+use crate::metrics;
+
+/// Railway's health check reaches only the public port; this path is
+/// answered here and never forwarded.
+pub const PUBLIC_HEALTH_PATH: &str = "/__permaproxy/healthz";
+
+/// Requests in flight, so a graceful stop can exit as soon as they finish.
+pub static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Hosted,
+    Rewrite,
+    Passthrough,
+    Health,
+}
+
+impl Route {
+    fn as_str(self) -> &'static str {
+        match self {
+            Route::Hosted => "hosted",
+            Route::Rewrite => "rewrite",
+            Route::Passthrough => "passthrough",
+            Route::Health => "health",
+        }
+    }
+}
+
+pub struct Ctx {
+    pub route: Route,
+    pub started: Instant,
+    /// Where a hosted image came from: memory, disk, pending or miss.
+    pub tier: Option<&'static str>,
+    _in_flight: InFlight,
+}
+
+struct InFlight;
+
+impl InFlight {
+    fn new() -> InFlight {
+        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+pub struct App {
+    pub cfg: Arc<Config>,
+    pub hosting: Arc<Hosting>,
+    pub limiter: RateLimiter,
+    pub forwarder: Forwarder,
+    upstream_addrs: Mutex<(Vec<SocketAddr>, Instant)>,
+}
+
+/// How long a DNS answer for the upstream is reused. Railway's private
+/// names move when a service redeploys, so it must not be cached forever.
+const UPSTREAM_DNS_TTL: Duration = Duration::from_secs(10);
+
+impl App {
+    pub fn new(cfg: Arc<Config>, hosting: Arc<Hosting>) -> Result<App, String> {
+        Ok(App {
+            limiter: RateLimiter::new(cfg.rate_per_sec, cfg.burst),
+            forwarder: Forwarder::new(&cfg).map_err(|e| format!("HTTP client: {e}"))?,
+            cfg,
+            hosting,
+            upstream_addrs: Mutex::new((Vec::new(), Instant::now())),
+        })
+    }
+
+    async fn upstream_addr(&self) -> Result<SocketAddr, ApiError> {
+        {
+            let cached = self
+                .upstream_addrs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(a) = cached.0.first() {
+                if cached.1.elapsed() < UPSTREAM_DNS_TTL {
+                    return Ok(*a);
+                }
+            }
+        }
+        let up = &self.cfg.upstream;
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((up.host.as_str(), up.port))
+            .await
+            .map_err(|e| ApiError::UpstreamUnreachable(format!("cannot resolve {}: {e}", up.host)))?
+            .collect();
+        let first = *addrs
+            .first()
+            .ok_or_else(|| ApiError::UpstreamUnreachable(format!("{} has no address", up.host)))?;
+        *self
+            .upstream_addrs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = (addrs, Instant::now());
+        Ok(first)
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for App {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            route: Route::Passthrough,
+            started: Instant::now(),
+            tier: None,
+            _in_flight: InFlight::new(),
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let path = session.req_header().uri.path();
+        if path == PUBLIC_HEALTH_PATH {
+            ctx.route = Route::Health;
+            respond::json(session, 200, &serde_json::json!({"status": "ok"})).await;
+            return Ok(true);
+        }
+        if path.starts_with(HOSTED_PREFIX) {
+            ctx.route = Route::Hosted;
+            hosted::serve(self, session, ctx).await;
+            return Ok(true);
+        }
+        if self.cfg.is_rewrite_path(path) {
+            ctx.route = Route::Rewrite;
+            if let Err(e) = crate::forward::exchange(self, session).await {
+                respond::error(session, &e).await;
+            }
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let addr = self
+            .upstream_addr()
+            .await
+            .map_err(|e| Error::explain(ErrorType::ConnectNoRoute, e.to_string()))?;
+        let up = &self.cfg.upstream;
+        let mut peer = HttpPeer::new(addr, up.tls, up.host.clone());
+        peer.options.connection_timeout = Some(Duration::from_secs(5));
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        req: &mut RequestHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        for (name, value) in crate::forward::forwarded_headers(
+            req.headers.get("x-forwarded-for"),
+            req.headers.get("host"),
+            client,
+        ) {
+            req.insert_header(name, value)?;
+        }
+        req.insert_header("host", self.cfg.upstream.authority.as_str())?;
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        for name in self.cfg.user_id.private_response_headers() {
+            resp.remove_header(name);
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let err = match (e.esource(), e.etype()) {
+            (_, ErrorType::HTTPStatus(code)) if *code < 500 => {
+                session.respond_error(*code).await.ok();
+                return FailToProxy {
+                    error_code: *code,
+                    can_reuse_downstream: false,
+                };
+            }
+            (ErrorSource::Downstream, _) => {
+                // The client broke the exchange: nobody is left to answer.
+                return FailToProxy {
+                    error_code: 0,
+                    can_reuse_downstream: false,
+                };
+            }
+            (
+                _,
+                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
+            ) => ApiError::UpstreamTimeout,
+            (ErrorSource::Upstream, _)
+            | (
+                _,
+                ErrorType::ConnectNoRoute | ErrorType::ConnectRefused | ErrorType::ConnectError,
+            ) => ApiError::UpstreamUnreachable(e.etype().as_str().to_string()),
+            _ => ApiError::Internal(e.to_string()),
+        };
+        if matches!(
+            err,
+            ApiError::UpstreamTimeout | ApiError::UpstreamUnreachable(_)
+        ) {
+            metrics::get().upstream_errors.inc();
+            tracing::warn!(route = ctx.route.as_str(), error = %e, "upstream failed");
+        }
+        respond::error(session, &err).await;
+        FailToProxy {
+            error_code: err.status(),
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let elapsed = ctx.started.elapsed();
+        let route = ctx.route.as_str();
+        let m = metrics::get();
+        m.http_requests
+            .with_label_values(&[route, metrics::status_class(status)])
+            .inc();
+        m.http_duration
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+        let req = session.req_header();
+        tracing::info!(
+            target: "access",
+            method = %req.method,
+            path = %crate::logging::redact_path(&req.uri),
+            status,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            bytes = session.body_bytes_sent(),
+            route,
+            tier = ctx.tier.unwrap_or("-"),
+            "request"
+        );
+    }
+}

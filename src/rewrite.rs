@@ -1,0 +1,216 @@
+//! Pure JSON URL rewriting.
+//!
+//! The body is not parsed into a tree and printed again: that would reorder
+//! nothing with `preserve_order`, but it would still change number spelling,
+//! escapes and white space. Instead a small scanner finds the byte spans of
+//! string values, and only those spans are replaced. Everything else is
+//! copied byte for byte.
+
+use std::collections::HashMap;
+
+use crate::sources::{Source, SourceMatcher};
+
+/// A source string found in the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// Byte span of the JSON string token, quotes included.
+    pub start: usize,
+    pub end: usize,
+    /// The decoded string.
+    pub value: String,
+    pub source: Source,
+    /// The string was the value of a member named `url`.
+    pub url_member: bool,
+    /// Which object it sits in (index into [`Scan::object_keys`]).
+    object: Option<usize>,
+}
+
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub found: Vec<Found>,
+    /// A top-level `id` string: Replicate's prediction id.
+    pub prediction_id: Option<String>,
+    object_keys: Vec<Vec<String>>,
+}
+
+/// What a source string is replaced with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replacement {
+    pub hosted_url: String,
+    /// Unknown while the download is still pending: sent as `null`.
+    pub size_bytes: Option<u64>,
+    pub hosted_at: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("body is not valid JSON")]
+pub struct NotJson;
+
+/// True when the body may hold a source. Bodies without any needle skip the
+/// JSON parse entirely, which is most pass-through traffic on these routes.
+pub fn may_contain_sources(body: &[u8], needles: &[String]) -> bool {
+    needles
+        .iter()
+        .any(|n| memchr::memmem::find(body, n.as_bytes()).is_some())
+}
+
+enum Frame {
+    Object {
+        index: usize,
+        expect_key: bool,
+        key: Option<String>,
+    },
+    Array,
+}
+
+/// Finds every string value in `body` that the matcher calls a source.
+pub fn scan(body: &[u8], matcher: &SourceMatcher) -> Result<Scan, NotJson> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).map_err(|_| NotJson)?;
+    let mut out = Scan::default();
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            b'{' => {
+                out.object_keys.push(Vec::new());
+                stack.push(Frame::Object {
+                    index: out.object_keys.len() - 1,
+                    expect_key: true,
+                    key: None,
+                });
+            }
+            b'[' => stack.push(Frame::Array),
+            b'}' | b']' => {
+                stack.pop();
+            }
+            b',' => {
+                if let Some(Frame::Object { expect_key, .. }) = stack.last_mut() {
+                    *expect_key = true;
+                }
+            }
+            b'"' => {
+                let end = string_end(body, i).ok_or(NotJson)?;
+                on_string(body, i, end, &mut stack, &mut out, matcher)?;
+                i = end;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(out)
+}
+
+fn on_string(
+    body: &[u8],
+    start: usize,
+    end: usize,
+    stack: &mut [Frame],
+    out: &mut Scan,
+    matcher: &SourceMatcher,
+) -> Result<(), NotJson> {
+    let depth = stack.len();
+    let token = &body[start..end];
+    match stack.last_mut() {
+        Some(Frame::Object {
+            index,
+            expect_key: expect_key @ true,
+            key,
+        }) => {
+            let name: String = serde_json::from_slice(token).map_err(|_| NotJson)?;
+            out.object_keys[*index].push(name.clone());
+            *key = Some(name);
+            *expect_key = false;
+        }
+        frame => {
+            let (member, object) = match frame {
+                Some(Frame::Object { index, key, .. }) => (key.as_deref(), Some(*index)),
+                _ => (None, None),
+            };
+            if depth == 1 && member == Some("id") {
+                out.prediction_id = serde_json::from_slice(token).ok();
+            }
+            if !looks_like_source(token) {
+                return Ok(());
+            }
+            let value: String = serde_json::from_slice(token).map_err(|_| NotJson)?;
+            if let Some(source) = matcher.classify(&value) {
+                out.found.push(Found {
+                    start,
+                    end,
+                    value,
+                    source,
+                    url_member: member == Some("url"),
+                    object,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Cheap pre-check on the raw token so most strings are never decoded.
+fn looks_like_source(token: &[u8]) -> bool {
+    let inner = &token[1..];
+    inner.len() > 8
+        && (inner[..4].eq_ignore_ascii_case(b"http") || inner[..5].eq_ignore_ascii_case(b"data:"))
+}
+
+/// Index just past the closing quote of the string starting at `start`.
+fn string_end(body: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    while i < body.len() {
+        match body[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// The new body: each found source that has a replacement is swapped for its
+/// hosted URL, and `url` members gain `replicate_url`, `size_bytes` and
+/// `hosted_at` siblings (unless the object already has them).
+pub fn apply(body: &[u8], scan: &Scan, replacements: &HashMap<String, Replacement>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + scan.found.len() * 160);
+    let mut copied = 0;
+    for f in &scan.found {
+        let Some(r) = replacements.get(&f.value) else {
+            continue;
+        };
+        out.extend_from_slice(&body[copied..f.start]);
+        push_json_string(&mut out, &r.hosted_url);
+        if f.url_member {
+            let existing = f.object.map(|i| &scan.object_keys[i]);
+            let has = |k: &str| existing.is_some_and(|keys| keys.iter().any(|e| e == k));
+            if !has("replicate_url") && matches!(f.source, Source::Url(_)) {
+                out.extend_from_slice(b",\"replicate_url\":");
+                push_json_string(&mut out, &f.value);
+            }
+            if !has("size_bytes") {
+                let size = r
+                    .size_bytes
+                    .map_or_else(|| "null".to_string(), |n| n.to_string());
+                out.extend_from_slice(format!(",\"size_bytes\":{size}").as_bytes());
+            }
+            if !has("hosted_at") {
+                out.extend_from_slice(b",\"hosted_at\":");
+                push_json_string(&mut out, &r.hosted_at);
+            }
+        }
+        copied = f.end;
+    }
+    out.extend_from_slice(&body[copied..]);
+    out
+}
+
+fn push_json_string(out: &mut Vec<u8>, s: &str) {
+    // Serializing a &str cannot fail.
+    if let Ok(encoded) = serde_json::to_vec(s) {
+        out.extend_from_slice(&encoded);
+    }
+}
+
+#[cfg(test)]
+mod tests;

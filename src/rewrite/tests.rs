@@ -1,0 +1,137 @@
+use super::*;
+
+fn matcher() -> SourceMatcher {
+    SourceMatcher::parse("replicate.delivery,*.replicate.delivery", false).unwrap()
+}
+
+fn repl(urls: &[&str]) -> HashMap<String, Replacement> {
+    urls.iter()
+        .enumerate()
+        .map(|(i, u)| {
+            (
+                u.to_string(),
+                Replacement {
+                    hosted_url: format!("https://api.example.com/v1/images/hosted/u/img_{i}.png"),
+                    size_bytes: Some(100 + i as u64),
+                    hosted_at: "2026-11-28T10:00:00Z".into(),
+                },
+            )
+        })
+        .collect()
+}
+
+fn rewrite(body: &str, urls: &[&str]) -> String {
+    let s = scan(body.as_bytes(), &matcher()).unwrap();
+    String::from_utf8(apply(body.as_bytes(), &s, &repl(urls))).unwrap()
+}
+
+#[test]
+fn url_member_gets_siblings() {
+    let body = r#"{"url": "https://replicate.delivery/pbxt/a/out-0.png", "n": 1.50}"#;
+    let out = rewrite(body, &["https://replicate.delivery/pbxt/a/out-0.png"]);
+    assert_eq!(
+        out,
+        r#"{"url": "https://api.example.com/v1/images/hosted/u/img_0.png","replicate_url":"https://replicate.delivery/pbxt/a/out-0.png","size_bytes":100,"hosted_at":"2026-11-28T10:00:00Z", "n": 1.50}"#
+    );
+}
+
+#[test]
+fn arrays_and_nesting_keep_everything_else() {
+    let a = "https://replicate.delivery/xezq/a/out-0.webp";
+    let b = "https://pbxt.replicate.delivery/b/out-1.webp";
+    let body = format!(
+        r#"{{"id":"p1","output":["{a}","{b}"],"deep":{{"x":[{{"u":"{a}"}}]}},"n":1e5,"s":"\u00e9\/"}}"#
+    );
+    let out = rewrite(&body, &[a, b]);
+    assert!(!out.contains(a) && !out.contains(b));
+    assert!(out.starts_with(r#"{"id":"p1","output":["https://api.example.com"#));
+    assert!(out.ends_with(r#""n":1e5,"s":"\u00e9\/"}"#), "{out}");
+    assert_eq!(
+        out.matches("img_0.png").count(),
+        2,
+        "same URL, same replacement"
+    );
+    assert!(
+        !out.contains("replicate_url"),
+        "only url members get siblings"
+    );
+    let s = scan(body.as_bytes(), &matcher()).unwrap();
+    assert_eq!(s.prediction_id.as_deref(), Some("p1"));
+}
+
+#[test]
+fn untouched_cases() {
+    let m = matcher();
+    for body in [
+        r#"{"text":"see https://replicate.delivery/a.png"}"#,
+        r#"{"url":"https://example.com/a.png"}"#,
+        r#"{"url":"http://replicate.delivery/a.png"}"#,
+        r#"{"url":"https://replicate.delivery.evil.com/a.png"}"#,
+        r#"["https://replicate.delivery"]"#,
+    ] {
+        let s = scan(body.as_bytes(), &m).unwrap();
+        let non_empty: Vec<_> = s
+            .found
+            .iter()
+            .filter(|f| f.value.contains("/a.png"))
+            .collect();
+        assert!(non_empty.is_empty(), "{body}");
+    }
+    assert_eq!(scan(b"not json", &m).unwrap_err(), NotJson);
+    assert_eq!(scan(br#"{"a":"unterminated}"#, &m).unwrap_err(), NotJson);
+}
+
+#[test]
+fn escaped_urls_are_found() {
+    let body = r#"{"url":"https:\/\/replicate.delivery\/a\/out.png"}"#;
+    let out = rewrite(body, &["https://replicate.delivery/a/out.png"]);
+    assert!(out.contains("img_0.png"));
+    assert!(out.contains(r#""replicate_url":"https://replicate.delivery/a/out.png""#));
+}
+
+#[test]
+fn existing_siblings_are_not_duplicated() {
+    let a = "https://replicate.delivery/a.png";
+    let body = format!(r#"{{"url":"{a}","size_bytes":5}}"#);
+    let out = rewrite(&body, &[a]);
+    assert_eq!(out.matches("size_bytes").count(), 1);
+    serde_json::from_str::<serde_json::Value>(&out).unwrap();
+}
+
+#[test]
+fn keys_that_look_like_urls_are_not_values() {
+    let a = "https://replicate.delivery/a.png";
+    let body = format!(r#"{{"{a}":"x"}}"#);
+    let s = scan(body.as_bytes(), &matcher()).unwrap();
+    assert!(s.found.is_empty());
+}
+
+#[test]
+fn missing_replacement_keeps_original() {
+    let a = "https://replicate.delivery/a.png";
+    let body = format!(r#"{{"url":"{a}"}}"#);
+    let out = rewrite(&body, &[]);
+    assert_eq!(out, body);
+}
+
+#[test]
+fn needles() {
+    let needles = matcher().needles();
+    assert!(may_contain_sources(
+        br#"{"u":"https://x.replicate.delivery/a"}"#,
+        &needles
+    ));
+    assert!(!may_contain_sources(br#"{"ok":true}"#, &needles));
+}
+
+#[test]
+fn data_uri_members() {
+    let d = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUg==";
+    let body = format!(r#"{{"url":"{d}"}}"#);
+    let out = rewrite(&body, &[d]);
+    assert!(
+        !out.contains("replicate_url"),
+        "a data URI is not echoed back"
+    );
+    assert!(out.contains("size_bytes"));
+}

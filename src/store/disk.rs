@@ -1,0 +1,294 @@
+//! Images on a local volume: `{root}/{userId}/{imageId}.{ext}` with a JSON
+//! sidecar `{imageId}.json` beside it. Internal folders start with `~`, which
+//! no user id may contain, so they can never collide with a user's folder.
+
+use std::io::{Read, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use super::{ByteRange, ByteStream, ImageMeta, Store, StoreError};
+use crate::ids::{ImageId, ImageKey, UserId};
+use crate::image_format::{self, Format};
+
+/// Read size when streaming from disk: large enough that a 2 MB image is a
+/// handful of reads, small enough that 100 concurrent readers stay cheap.
+const READ_CHUNK: usize = 128 * 1024;
+
+pub struct DiskStore {
+    root: PathBuf,
+}
+
+impl DiskStore {
+    pub fn new(root: &Path) -> std::io::Result<DiskStore> {
+        std::fs::create_dir_all(root)?;
+        Ok(DiskStore {
+            root: root.to_path_buf(),
+        })
+    }
+
+    fn image_path(&self, meta: &ImageMeta) -> PathBuf {
+        self.root.join(meta.relative_path())
+    }
+
+    fn sidecar_path(&self, key: &ImageKey) -> PathBuf {
+        self.root
+            .join(key.user.as_str())
+            .join(format!("{}.json", key.id))
+    }
+}
+
+/// Write to a temporary name, fsync, rename: a reader sees the old file or
+/// the whole new one, never a part.
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    tmp.write_all(data)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(dir)
+}
+
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Backend(format!("blocking task failed: {e}")))?
+}
+
+#[async_trait]
+impl Store for DiskStore {
+    async fn put(&self, staged: &Path, meta: &ImageMeta) -> Result<(), StoreError> {
+        let key = meta
+            .key()
+            .ok_or_else(|| StoreError::Backend("invalid key".into()))?;
+        let user_dir = self.root.join(key.user.as_str());
+        let sidecar = self.sidecar_path(&key);
+        let target = self.image_path(meta);
+        let staged = staged.to_path_buf();
+        let root = self.root.clone();
+        let json =
+            serde_json::to_vec_pretty(meta).map_err(|e| StoreError::Backend(e.to_string()))?;
+        blocking(move || {
+            if !user_dir.exists() {
+                std::fs::create_dir_all(&user_dir).map_err(StoreError::from_io)?;
+                sync_dir(&root).map_err(StoreError::from_io)?;
+            }
+            // Sidecar first: an image without a sidecar is repaired at start,
+            // but a sidecar never points at a missing image for long.
+            write_atomic(&sidecar, &json).map_err(StoreError::from_io)?;
+            std::fs::rename(&staged, &target).map_err(StoreError::from_io)?;
+            sync_dir(&user_dir).map_err(StoreError::from_io)
+        })
+        .await
+    }
+
+    async fn head(&self, key: &ImageKey) -> Result<Option<ImageMeta>, StoreError> {
+        let sidecar = self.sidecar_path(key);
+        let root = self.root.clone();
+        let key = key.clone();
+        blocking(move || match std::fs::read(&sidecar) {
+            Ok(bytes) => match serde_json::from_slice::<ImageMeta>(&bytes) {
+                Ok(meta) if root.join(meta.relative_path()).exists() => Ok(Some(meta)),
+                _ => Ok(repair(&root, &key)),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(repair(&root, &key)),
+            Err(e) => Err(StoreError::from_io(e)),
+        })
+        .await
+    }
+
+    async fn read(
+        &self,
+        meta: &ImageMeta,
+        range: Option<ByteRange>,
+    ) -> Result<ByteStream, StoreError> {
+        let mut file = tokio::fs::File::open(self.image_path(meta))
+            .await
+            .map_err(StoreError::from_io)?;
+        let stream: ByteStream = match range {
+            Some(r) => {
+                file.seek(SeekFrom::Start(r.start))
+                    .await
+                    .map_err(StoreError::from_io)?;
+                Box::pin(ReaderStream::with_capacity(file.take(r.len()), READ_CHUNK))
+            }
+            None => Box::pin(ReaderStream::with_capacity(
+                file.take(meta.size),
+                READ_CHUNK,
+            )),
+        };
+        Ok(stream)
+    }
+
+    async fn read_all(&self, meta: &ImageMeta) -> Result<Bytes, StoreError> {
+        let data = tokio::fs::read(self.image_path(meta))
+            .await
+            .map_err(StoreError::from_io)?;
+        if data.len() as u64 != meta.size {
+            return Err(StoreError::Backend(
+                "stored size does not match metadata".into(),
+            ));
+        }
+        Ok(Bytes::from(data))
+    }
+
+    async fn delete(&self, meta: &ImageMeta) -> Result<(), StoreError> {
+        let image = self.image_path(meta);
+        let sidecar = meta.key().map(|k| self.sidecar_path(&k));
+        blocking(move || {
+            // Image first: once it is gone nothing can serve it, and an
+            // orphan sidecar is swept at the next start.
+            for path in std::iter::once(image).chain(sidecar) {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StoreError::from_io(e)),
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list(&self) -> Result<Vec<ImageMeta>, StoreError> {
+        let root = self.root.clone();
+        blocking(move || scan_root(&root).map_err(StoreError::from_io)).await
+    }
+
+    async fn probe(&self) -> Result<(), StoreError> {
+        let path = self.root.join("~probe");
+        blocking(move || {
+            write_atomic(&path, b"ok").map_err(StoreError::from_io)?;
+            std::fs::remove_file(&path).map_err(StoreError::from_io)
+        })
+        .await
+    }
+
+    fn free_bytes(&self) -> Option<u64> {
+        let stat = nix::sys::statvfs::statvfs(&self.root).ok()?;
+        Some(stat.blocks_available() as u64 * stat.fragment_size() as u64)
+    }
+
+    fn name(&self) -> &'static str {
+        "disk"
+    }
+}
+
+/// Walks `{root}/{user}/` and returns every image, repairing sidecars that
+/// are missing or corrupt from the image bytes, and removing orphans.
+fn scan_root(root: &Path) -> std::io::Result<Vec<ImageMeta>> {
+    let mut out = Vec::new();
+    for user_entry in std::fs::read_dir(root)? {
+        let user_entry = user_entry?;
+        let name = user_entry.file_name();
+        let Some(user) = name.to_str().and_then(UserId::parse) else {
+            continue;
+        };
+        if !user_entry.file_type()?.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(user_entry.path())? {
+            let file = file?;
+            let fname = file.file_name();
+            let fname = fname.to_string_lossy();
+            if fname.starts_with(".tmp-") {
+                let _ = std::fs::remove_file(file.path());
+                continue;
+            }
+            let Some((stem, ext)) = fname.rsplit_once('.') else {
+                continue;
+            };
+            let Some(id) = ImageId::parse(stem) else {
+                continue;
+            };
+            let key = ImageKey::new(user.clone(), id);
+            if ext == "json" {
+                let has_image = Format::ALL.iter().any(|f| {
+                    user_entry
+                        .path()
+                        .join(format!("{stem}.{}", f.ext()))
+                        .exists()
+                });
+                if !has_image {
+                    let _ = std::fs::remove_file(file.path());
+                }
+                continue;
+            }
+            if Format::from_ext(ext).is_none() {
+                continue;
+            }
+            let sidecar = user_entry.path().join(format!("{stem}.json"));
+            let meta = std::fs::read(&sidecar)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<ImageMeta>(&b).ok())
+                .filter(|m| m.relative_path() == format!("{user}/{fname}"));
+            match meta.or_else(|| repair(root, &key)) {
+                Some(m) => out.push(m),
+                None => tracing::warn!(path = %file.path().display(), "not an image, ignored"),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Rebuilds metadata from the image itself: the bytes are the truth.
+fn repair(root: &Path, key: &ImageKey) -> Option<ImageMeta> {
+    let dir = root.join(key.user.as_str());
+    let (path, _) = Format::ALL.iter().find_map(|f| {
+        let p = dir.join(format!("{}.{}", key.id, f.ext()));
+        p.exists().then_some((p, *f))
+    })?;
+    let mut file = std::fs::File::open(&path).ok()?;
+    let mut hasher = Sha256::new();
+    let mut head = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        if head.len() < 64 {
+            head.extend_from_slice(&buf[..n.min(64)]);
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    let format = image_format::sniff(&head)?;
+    let created_at = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64);
+    let meta = ImageMeta {
+        id: key.id.to_string(),
+        user_id: key.user.to_string(),
+        format,
+        content_type: format.content_type().to_string(),
+        size,
+        sha256: hex::encode(hasher.finalize()),
+        source_url: None,
+        prediction_id: None,
+        created_at,
+    };
+    // A file whose extension lies is renamed so the path matches the bytes.
+    let right = root.join(meta.relative_path());
+    if right != path && std::fs::rename(&path, &right).is_err() {
+        return None;
+    }
+    if let Ok(json) = serde_json::to_vec_pretty(&meta) {
+        let _ = write_atomic(&dir.join(format!("{}.json", key.id)), &json);
+    }
+    tracing::info!(image = %key, "rebuilt metadata from the image bytes");
+    Some(meta)
+}
