@@ -58,6 +58,8 @@ pub struct Hosting {
     fetcher: Fetcher,
     inflight: Mutex<HashMap<ImageKey, SharedResult>>,
     pub state_dir: PathBuf,
+    /// Names this replica's shared state in an object store.
+    pub replica_id: String,
 }
 
 pub fn now_ms() -> u64 {
@@ -93,19 +95,31 @@ impl Hosting {
                     .map_err(|e| format!("IMAGE_STORAGE_PATH: {e}"))?,
             ),
             StorageBackend::S3 => {
-                return Err("IMAGE_STORAGE_BACKEND: s3 is not built in this version".into())
+                let s3 = cfg
+                    .s3
+                    .as_ref()
+                    .ok_or("IMAGE_STORAGE_BACKEND: s3 needs S3_BUCKET")?;
+                Arc::new(crate::store::s3::S3Store::new(s3)?)
             }
         };
-        let metas = store
-            .list()
-            .await
-            .map_err(|e| format!("cannot list the store: {e}"))?;
+        let metas = match store.list().await {
+            Ok(m) => m,
+            Err(e) if cfg.storage_backend == StorageBackend::S3 => {
+                // The bucket may be briefly unreachable; start anyway and let
+                // the maintenance loop fill the index once it answers.
+                tracing::error!(error = %e, "cannot list the bucket at start; will retry");
+                Vec::new()
+            }
+            Err(e) => return Err(format!("cannot list the store: {e}")),
+        };
         let index = Arc::new(Index::build(&state_dir, metas));
         let journal = Arc::new(
             Journal::open(&state_dir).map_err(|e| format!("cannot open the journal: {e}"))?,
         );
         let fetcher = Fetcher::new(&cfg, &staging).map_err(|e| format!("HTTP client: {e}"))?;
+        let replica_id = replica_id(&state_dir);
         let hosting = Arc::new(Hosting {
+            replica_id,
             cache: ImageCache::new(cfg.memory_cache_bytes),
             cfg,
             store,
@@ -134,6 +148,9 @@ impl Hosting {
             let Some(key) = p.key() else { continue };
             if self.index.get(&key).is_some() {
                 self.journal.mark_done(&key);
+                continue;
+            }
+            if lock(&self.inflight).contains_key(&key) {
                 continue;
             }
             tracing::info!(image = %key, source = %p.source, "recovering a pending download");
@@ -218,6 +235,12 @@ impl Hosting {
             Ok(meta) => {
                 tracing::info!(image = %key, bytes = meta.size, format = meta.format.ext(), "image stored");
                 self.journal.mark_done(key);
+            }
+            // Storage trouble is not the source's fault: the entry stays
+            // pending and the maintenance loop tries again while the source
+            // lives.
+            Err(e @ HostError::Store { .. }) => {
+                tracing::error!(image = %key, error = %e, "image downloaded but not stored; will retry");
             }
             Err(e) => {
                 tracing::warn!(image = %key, source = %redact_data(source), error = %e, "image not stored");
@@ -391,6 +414,55 @@ impl Hosting {
         }
     }
 
+    /// Brings the index in line with the store: images other replicas
+    /// stored appear, images they deleted go.
+    pub async fn refresh_from_store(&self) -> Result<(), StoreError> {
+        let started = now_ms();
+        let listed = self.store.list().await?;
+        let keys: std::collections::HashSet<ImageKey> =
+            listed.iter().filter_map(ImageMeta::key).collect();
+        for meta in listed {
+            if let Some(key) = meta.key() {
+                if self.index.get(&key).is_none() {
+                    self.index.insert(meta, now_ms());
+                }
+            }
+        }
+        for row in self.index.rows() {
+            if row.meta.created_at < started && !keys.contains(&row.key) {
+                self.index.remove(&row.key);
+                self.cache.invalidate(&row.key).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes this replica's access times where every replica sees them.
+    pub async fn share_access(&self) {
+        if self.cfg.storage_backend != StorageBackend::S3 {
+            return;
+        }
+        let name = format!("access/{}.json", self.replica_id);
+        if let Err(e) = self.store.put_state(&name, self.index.access_json()).await {
+            tracing::warn!(error = %e, "could not share access times");
+        }
+    }
+
+    /// Takes in the newest access times every replica has published, so
+    /// cleanup never deletes an image another replica is serving.
+    pub async fn merge_shared_access(&self) {
+        match self.store.list_state("access/").await {
+            Ok(blobs) => {
+                for b in blobs {
+                    if let Ok(map) = serde_json::from_slice::<HashMap<String, u64>>(&b) {
+                        self.index.merge_access(&map);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read shared access times"),
+        }
+    }
+
     /// Deletes an image everywhere: index, memory, store and journal.
     pub async fn delete(&self, key: &ImageKey) -> Result<bool, StoreError> {
         let meta = match self.index.get(key) {
@@ -445,6 +517,25 @@ fn pending_replacement(base: &str, key: &ImageKey, source: &str) -> Replacement 
         size_bytes: None,
         hosted_at: rfc3339(now_ms()),
     }
+}
+
+/// A stable id for this replica: Railway's replica id when present,
+/// otherwise one generated once and kept in the state folder.
+fn replica_id(state_dir: &std::path::Path) -> String {
+    if let Ok(id) = std::env::var("RAILWAY_REPLICA_ID") {
+        if !id.is_empty() {
+            return crate::ids::UserId::sanitize(&id).to_string();
+        }
+    }
+    let path = state_dir.join("replica-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        if !id.trim().is_empty() {
+            return id.trim().to_string();
+        }
+    }
+    let id = format!("r{:016x}", rand::random::<u64>());
+    let _ = crate::store::disk::write_atomic(&path, id.as_bytes());
+    id
 }
 
 /// Leftover staging files are from downloads a crash interrupted; their

@@ -149,16 +149,30 @@ impl Index {
         metrics::get().stored_bytes.set(bytes as i64);
     }
 
+    /// Access times as JSON, keyed `user/id`.
+    pub fn access_json(&self) -> bytes::Bytes {
+        let times: HashMap<String, u64> = read(&self.map)
+            .iter()
+            .map(|(k, e)| (k.to_string(), e.accessed_ms()))
+            .collect();
+        bytes::Bytes::from(serde_json::to_vec(&times).unwrap_or_default())
+    }
+
+    /// Raises access times to what another replica saw.
+    pub fn merge_access(&self, times: &HashMap<String, u64>) {
+        for (k, e) in read(&self.map).iter() {
+            if let Some(t) = times.get(&k.to_string()) {
+                e.accessed_ms.fetch_max(*t, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Writes access times if anything changed since the last flush.
     pub fn flush(&self) -> std::io::Result<()> {
         if !self.dirty.swap(false, Ordering::Relaxed) {
             return Ok(());
         }
-        let times: HashMap<String, u64> = read(&self.map)
-            .iter()
-            .map(|(k, e)| (k.to_string(), e.accessed_ms()))
-            .collect();
-        let json = serde_json::to_vec(&times).map_err(std::io::Error::other)?;
+        let json = self.access_json();
         let result = crate::store::disk::write_atomic(&self.access_path, &json);
         if result.is_err() {
             self.dirty.store(true, Ordering::Relaxed);

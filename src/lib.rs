@@ -9,7 +9,9 @@
 //! - [`sources`]: which URLs are Replicate sources, and the SSRF address policy.
 //! - [`fetch`]: downloads with retries, caps and the SSRF guard.
 //! - [`hosting`]: the engine tying fetch, journal, store, index and cache together.
-//! - [`store`]: the storage interface with its disk backend.
+//! - [`store`]: the storage interface, with disk and S3 backends.
+//! - [`lifecycle`]: retention, per-user limits and the disk cap.
+//! - [`migrate`]: copying a disk store into a bucket.
 //! - [`serve`]: hosted-image responses (ETag, Range, conditional requests).
 //! - [`admin`]: the private admin listener (health, metrics, admin API).
 #![forbid(unsafe_code)]
@@ -30,6 +32,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod migrate;
 pub mod proxy;
 pub mod rewrite;
 pub mod serve;

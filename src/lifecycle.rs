@@ -126,6 +126,15 @@ static CLEANUP_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// waits for the first and then runs its own pass.
 pub async fn cleanup(h: &Arc<Hosting>, dry_run: bool) -> Vec<Deletion> {
     let _guard = CLEANUP_LOCK.lock().await;
+    if h.cfg.storage_backend == crate::config::StorageBackend::S3 {
+        // Replicas share one bucket: decide on what all of them stored and
+        // the newest access times any of them saw.
+        if let Err(e) = h.refresh_from_store().await {
+            tracing::warn!(error = %e, "cleanup skipped: the store cannot be listed");
+            return Vec::new();
+        }
+        h.merge_shared_access().await;
+    }
     let free = if h.cfg.min_free_bytes > 0 {
         h.store.free_bytes()
     } else {

@@ -38,6 +38,15 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Copy every image and its metadata from IMAGE_STORAGE_PATH to the S3 bucket
+    Migrate {
+        /// Where to copy to (only `s3`)
+        #[arg(long, value_name = "BACKEND")]
+        to: String,
+        /// Print what would be copied, and copy nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 fn load(path: Option<&PathBuf>, extra: &[(String, String)]) -> Result<Config, String> {
@@ -67,6 +76,9 @@ fn main() -> ExitCode {
         }),
         Command::Cleanup { dry_run } => {
             load(cli.config.as_ref(), &[]).and_then(|cfg| cleanup(cfg, dry_run))
+        }
+        Command::Migrate { to, dry_run } => {
+            load(cli.config.as_ref(), &[]).and_then(|cfg| migrate(cfg, &to, dry_run))
         }
     };
     match result {
@@ -98,4 +110,20 @@ fn cleanup(cfg: Config, dry_run: bool) -> Result<(), String> {
         println!("{verb} {} image(s)", deleted.len());
         hosting.index.flush().map_err(|e| e.to_string())
     })
+}
+
+fn migrate(cfg: Config, to: &str, dry_run: bool) -> Result<(), String> {
+    if to != "s3" {
+        return Err(format!("--to {to:?}: only s3 is supported"));
+    }
+    permaproxy::logging::init(cfg.log_format);
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let summary = rt.block_on(permaproxy::migrate::to_s3(&cfg, dry_run))?;
+    if summary.failed > 0 {
+        return Err(format!(
+            "{} image(s) failed to copy; run it again to resume",
+            summary.failed
+        ));
+    }
+    Ok(())
 }

@@ -18,6 +18,8 @@ use crate::proxy::{App, IN_FLIGHT};
 
 /// Access times are written at most this often.
 const FLUSH_EVERY: Duration = Duration::from_secs(5);
+/// Pending images whose storage failed are tried again this often.
+const RETRY_PENDING_EVERY: Duration = Duration::from_secs(30);
 
 /// Opens storage with a short-lived runtime: Pingora starts its own
 /// runtimes only once the server runs.
@@ -131,8 +133,22 @@ impl BackgroundService for Maintenance {
         }
         let mut cleanup = tokio::time::interval(h.cfg.cleanup_interval);
         let mut flush_tick = tokio::time::interval(FLUSH_EVERY);
+        let mut retry_tick = tokio::time::interval(RETRY_PENDING_EVERY);
+        let shared = h.cfg.storage_backend == crate::config::StorageBackend::S3;
+        let mut refresh_tick =
+            tokio::time::interval(h.cfg.cache_revalidate.max(Duration::from_secs(5)));
         loop {
             tokio::select! {
+                // on_first_hit is lazy by design: only requests (and a
+                // restart) start its downloads.
+                _ = retry_tick.tick(), if h.cfg.persist_mode != crate::config::PersistMode::OnFirstHit => {
+                    h.recover();
+                }
+                _ = refresh_tick.tick(), if shared => {
+                    if let Err(e) = h.refresh_from_store().await {
+                        tracing::warn!(error = %e, "could not refresh the index from the bucket");
+                    }
+                }
                 _ = cleanup.tick() => {
                     let deleted = crate::lifecycle::cleanup(h, false).await;
                     if !deleted.is_empty() {
@@ -142,6 +158,7 @@ impl BackgroundService for Maintenance {
                 _ = flush_tick.tick() => {
                     let hosting = h.clone();
                     let _ = tokio::task::spawn_blocking(move || flush(&hosting)).await;
+                    h.share_access().await;
                 }
                 _ = shutdown.changed() => return,
             }

@@ -167,9 +167,12 @@ impl Config {
                 ))
             }
         };
-        let s3 = match storage_backend {
-            StorageBackend::S3 => Some(parse_s3(&raw)?),
-            StorageBackend::Disk => None,
+        // Parsed for the disk backend too when a bucket is set, so
+        // `migrate --to s3` can use it.
+        let s3 = match (storage_backend, raw.get("S3_BUCKET")) {
+            (StorageBackend::S3, _) => Some(parse_s3(&raw)?),
+            (StorageBackend::Disk, "") => None,
+            (StorageBackend::Disk, _) => Some(parse_s3(&raw)?),
         };
         let cfg = Config {
             upstream,

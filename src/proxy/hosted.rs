@@ -13,7 +13,7 @@ use crate::hosting::{now_ms, Lookup};
 use crate::ids::{parse_hosted_path, ImageKey};
 use crate::metrics;
 use crate::serve::{self, Conditions, Plan};
-use crate::store::ImageMeta;
+use crate::store::{ImageMeta, StoreError};
 
 pub async fn serve(app: &App, session: &mut Session, ctx: &mut Ctx) {
     if let Err(e) = serve_inner(app, session, ctx).await {
@@ -114,11 +114,14 @@ async fn load(
     if !h.cache.admits(meta.size) {
         return Ok(Body::Stream(meta));
     }
-    let bytes = h
-        .store
-        .read_all(&meta)
-        .await
-        .map_err(|e| ApiError::StorageUnavailable(e.to_string()))?;
+    let bytes = match h.store.read_all(&meta).await {
+        Ok(b) => b,
+        Err(StoreError::NotFound) => {
+            h.index.remove(key);
+            return Err(ApiError::ImageNotFound);
+        }
+        Err(e) => return Err(ApiError::StorageUnavailable(e.to_string())),
+    };
     let img = CachedImage {
         bytes,
         meta,
@@ -143,6 +146,16 @@ async fn write_image(app: &App, session: &mut Session, body: Body) -> Result<(),
         return Err(ApiError::RangeNotSatisfiable { size: meta.size });
     }
     let head_only = req.method == http::Method::HEAD || plan == Plan::NotModified;
+    let range = match plan {
+        Plan::Partial(r) => Some(r),
+        _ => None,
+    };
+    // Open the store before any header goes out, so a missing object (say,
+    // deleted by another replica) is still an honest 404.
+    let stream = match (&body, head_only) {
+        (Body::Stream(meta), false) => Some(open_stream(app, meta, range).await?),
+        _ => None,
+    };
     let mut resp = ResponseHeader::build(serve::status(&plan), Some(10))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     for (k, v) in serve::headers(&meta, &plan) {
@@ -157,12 +170,8 @@ async fn write_image(app: &App, session: &mut Session, body: Body) -> Result<(),
     {
         return Ok(());
     }
-    let range = match plan {
-        Plan::Partial(r) => Some(r),
-        _ => None,
-    };
-    let sent = match body {
-        Body::Memory(img) => {
+    let sent = match (body, stream) {
+        (Body::Memory(img), _) => {
             let slice = match range {
                 Some(r) => img.bytes.slice(r.start as usize..=r.end as usize),
                 None => img.bytes.clone(),
@@ -171,27 +180,35 @@ async fn write_image(app: &App, session: &mut Session, body: Body) -> Result<(),
             let _ = session.write_response_body(Some(slice), true).await;
             n
         }
-        Body::Stream(meta) => stream_from_store(app, session, &meta, range).await,
+        (Body::Stream(meta), Some(stream)) => stream_body(session, &meta, stream).await,
+        (Body::Stream(_), None) => 0,
     };
     metrics::get().hosted_bytes_sent.inc_by(sent);
     Ok(())
 }
 
-async fn stream_from_store(
+async fn open_stream(
     app: &App,
-    session: &mut Session,
     meta: &ImageMeta,
     range: Option<crate::store::ByteRange>,
-) -> u64 {
-    let mut stream = match app.hosting.store.read(meta, range).await {
-        Ok(s) => s,
-        Err(e) => {
-            // Headers are out: the only honest signal left is to cut the
-            // connection, so the client sees a short body, not a wrong one.
-            tracing::error!(image = %meta.relative_path(), error = %e, "read failed after headers");
-            return 0;
+) -> Result<crate::store::ByteStream, ApiError> {
+    match app.hosting.store.read(meta, range).await {
+        Ok(s) => Ok(s),
+        Err(StoreError::NotFound) => {
+            if let Some(key) = meta.key() {
+                app.hosting.index.remove(&key);
+            }
+            Err(ApiError::ImageNotFound)
         }
-    };
+        Err(e) => Err(ApiError::StorageUnavailable(e.to_string())),
+    }
+}
+
+async fn stream_body(
+    session: &mut Session,
+    meta: &ImageMeta,
+    mut stream: crate::store::ByteStream,
+) -> u64 {
     let mut sent = 0u64;
     while let Some(chunk) = stream.next().await {
         match chunk {
@@ -206,6 +223,8 @@ async fn stream_from_store(
                 }
             }
             Err(e) => {
+                // Headers are out: cutting the connection is the only honest
+                // signal left, so the client sees a short body, not a wrong one.
                 tracing::error!(image = %meta.relative_path(), error = %e, "read failed mid-body");
                 return sent;
             }

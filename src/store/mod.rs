@@ -3,6 +3,7 @@
 //! has already written and fsynced, so every backend only has to publish them.
 
 pub mod disk;
+pub mod s3;
 
 use std::path::Path;
 use std::pin::Pin;
@@ -131,4 +132,14 @@ pub trait Store: Send + Sync {
     fn free_bytes(&self) -> Option<u64>;
 
     fn name(&self) -> &'static str;
+
+    /// Small shared state that every replica can read (access times). A
+    /// single local disk needs none of it.
+    async fn put_state(&self, _name: &str, _data: Bytes) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn list_state(&self, _dir: &str) -> Result<Vec<Bytes>, StoreError> {
+        Ok(Vec::new())
+    }
 }

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Starts permaproxy in demo mode: a stand-in Studio API and a stand-in
+# Replicate file host on loopback, and a walk through the whole flow.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+exec cargo run --release --quiet -- demo "$@"

@@ -1,0 +1,348 @@
+//! Images in an S3-compatible bucket (S3, R2, Garage, MinIO), through the
+//! `object_store` crate. Objects are keyed `{prefix}{userId}/{imageId}.{ext}`
+//! and carry their metadata as `x-amz-meta-*`, so any replica can serve any
+//! image from the bucket alone. Shared replica state lives under
+//! `{prefix}~state/`, which no user id can collide with.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    Attribute, AttributeValue, Attributes, BackoffConfig, ClientOptions, GetOptions, GetRange,
+    ObjectStore, PutOptions, PutPayload, RetryConfig, WriteMultipart,
+};
+use tokio::io::AsyncReadExt;
+
+use super::{ByteRange, ByteStream, ImageMeta, Store, StoreError};
+use crate::config::S3Config;
+use crate::ids::ImageKey;
+use crate::image_format::Format;
+
+/// Above this size uploads go in parts, so no upload holds a whole large
+/// image in memory.
+const MULTIPART_THRESHOLD: u64 = 8 << 20;
+const PART_SIZE: usize = 8 << 20;
+/// HEADs in flight while rebuilding the index from a listing.
+const LIST_CONCURRENCY: usize = 16;
+
+pub struct S3Store {
+    store: AmazonS3,
+    prefix: String,
+}
+
+impl S3Store {
+    pub fn new(cfg: &S3Config) -> Result<S3Store, String> {
+        let mut b = AmazonS3Builder::from_env()
+            .with_bucket_name(&cfg.bucket)
+            .with_region(&cfg.region)
+            .with_virtual_hosted_style_request(!cfg.force_path_style)
+            // An outage must surface in seconds, not after minutes of
+            // retries: callers fall back (original URLs, memory cache).
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig::default(),
+                max_retries: 2,
+                retry_timeout: Duration::from_secs(5),
+            })
+            .with_client_options(
+                ClientOptions::new()
+                    .with_connect_timeout(Duration::from_secs(2))
+                    .with_timeout(Duration::from_secs(60)),
+            );
+        if let Some(e) = &cfg.endpoint {
+            b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
+        }
+        if let Some(k) = &cfg.access_key_id {
+            b = b.with_access_key_id(k);
+        }
+        if let Some(s) = &cfg.secret_access_key {
+            b = b.with_secret_access_key(s);
+        }
+        if let Some(t) = &cfg.session_token {
+            b = b.with_token(t);
+        }
+        let store = b.build().map_err(|e| format!("S3 settings: {e}"))?;
+        Ok(S3Store {
+            store,
+            prefix: cfg.prefix.clone(),
+        })
+    }
+
+    fn object(&self, relative: &str) -> ObjectPath {
+        ObjectPath::from(format!("{}{relative}", self.prefix))
+    }
+
+    fn state_path(&self, name: &str) -> ObjectPath {
+        self.object(&format!("~state/{name}"))
+    }
+
+    /// The image's metadata from the object's attributes.
+    async fn meta_at(&self, path: &ObjectPath) -> Result<Option<ImageMeta>, StoreError> {
+        let opts = GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        match self.store.get_opts(path, opts).await {
+            Ok(r) => Ok(meta_from_attributes(&r.attributes, r.meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(backend(e)),
+        }
+    }
+}
+
+fn backend(e: object_store::Error) -> StoreError {
+    match e {
+        object_store::Error::NotFound { .. } => StoreError::NotFound,
+        other => StoreError::Backend(other.to_string()),
+    }
+}
+
+fn attributes(meta: &ImageMeta) -> Attributes {
+    let mut a = Attributes::new();
+    a.insert(
+        Attribute::ContentType,
+        AttributeValue::from(meta.content_type.clone()),
+    );
+    a.insert(
+        Attribute::CacheControl,
+        AttributeValue::from(crate::serve::CACHE_CONTROL),
+    );
+    let mut put = |k: &'static str, v: String| {
+        a.insert(Attribute::Metadata(k.into()), AttributeValue::from(v));
+    };
+    put("permaproxy-id", meta.id.clone());
+    put("permaproxy-user", meta.user_id.clone());
+    put("permaproxy-format", meta.format.ext().to_string());
+    put("permaproxy-sha256", meta.sha256.clone());
+    put("permaproxy-created", meta.created_at.to_string());
+    if let Some(s) = &meta.source_url {
+        // Header values must be plain ASCII.
+        put(
+            "permaproxy-source",
+            percent_encoding::utf8_percent_encode(s, percent_encoding::CONTROLS).to_string(),
+        );
+    }
+    if let Some(p) = &meta.prediction_id {
+        put(
+            "permaproxy-prediction",
+            percent_encoding::utf8_percent_encode(p, percent_encoding::NON_ALPHANUMERIC)
+                .to_string(),
+        );
+    }
+    a
+}
+
+fn meta_from_attributes(a: &Attributes, size: u64) -> Option<ImageMeta> {
+    let get = |k: &'static str| a.get(&Attribute::Metadata(k.into())).map(|v| v.to_string());
+    let decode = |v: String| {
+        percent_encoding::percent_decode_str(&v)
+            .decode_utf8_lossy()
+            .to_string()
+    };
+    let format = Format::from_ext(&get("permaproxy-format")?)?;
+    let meta = ImageMeta {
+        id: get("permaproxy-id")?,
+        user_id: get("permaproxy-user")?,
+        format,
+        content_type: format.content_type().to_string(),
+        size,
+        sha256: get("permaproxy-sha256")?,
+        source_url: get("permaproxy-source").map(decode),
+        prediction_id: get("permaproxy-prediction").map(decode),
+        created_at: get("permaproxy-created")?.parse().ok()?,
+    };
+    meta.key().is_some().then_some(meta)
+}
+
+#[async_trait]
+impl Store for S3Store {
+    async fn put(&self, staged: &Path, meta: &ImageMeta) -> Result<(), StoreError> {
+        let path = self.object(&meta.relative_path());
+        let attrs = attributes(meta);
+        let mut file = tokio::fs::File::open(staged)
+            .await
+            .map_err(StoreError::from_io)?;
+        if meta.size <= MULTIPART_THRESHOLD {
+            let mut data = Vec::with_capacity(meta.size as usize);
+            file.read_to_end(&mut data)
+                .await
+                .map_err(StoreError::from_io)?;
+            let opts = PutOptions {
+                attributes: attrs,
+                ..Default::default()
+            };
+            self.store
+                .put_opts(&path, PutPayload::from(data), opts)
+                .await
+                .map_err(backend)?;
+            return Ok(());
+        }
+        let opts = object_store::PutMultipartOptions {
+            attributes: attrs,
+            ..Default::default()
+        };
+        let upload = self
+            .store
+            .put_multipart_opts(&path, opts)
+            .await
+            .map_err(backend)?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf).await.map_err(StoreError::from_io)?;
+            if n == 0 {
+                break;
+            }
+            writer.wait_for_capacity(2).await.map_err(backend)?;
+            writer.write(&buf[..n]);
+        }
+        writer.finish().await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn head(&self, key: &ImageKey) -> Result<Option<ImageMeta>, StoreError> {
+        // The extension is not part of the key, so find the object by
+        // listing its name without one.
+        let prefix = self.object(&format!("{}/", key.user));
+        let wanted = format!("{}.", key.id);
+        let mut list = self.store.list(Some(&prefix));
+        while let Some(item) = list.next().await {
+            let item = item.map_err(backend)?;
+            if item
+                .location
+                .filename()
+                .is_some_and(|f| f.starts_with(&wanted))
+            {
+                return self.meta_at(&item.location).await;
+            }
+        }
+        Ok(None)
+    }
+
+    async fn read(
+        &self,
+        meta: &ImageMeta,
+        range: Option<ByteRange>,
+    ) -> Result<ByteStream, StoreError> {
+        let opts = GetOptions {
+            range: range.map(|r| GetRange::Bounded(r.start..r.end + 1)),
+            ..Default::default()
+        };
+        let result = self
+            .store
+            .get_opts(&self.object(&meta.relative_path()), opts)
+            .await
+            .map_err(backend)?;
+        Ok(Box::pin(
+            result.into_stream().map_err(std::io::Error::other),
+        ))
+    }
+
+    async fn read_all(&self, meta: &ImageMeta) -> Result<Bytes, StoreError> {
+        let r = self
+            .store
+            .get(&self.object(&meta.relative_path()))
+            .await
+            .map_err(backend)?;
+        r.bytes().await.map_err(backend)
+    }
+
+    async fn delete(&self, meta: &ImageMeta) -> Result<(), StoreError> {
+        match self.store.delete(&self.object(&meta.relative_path())).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<ImageMeta>, StoreError> {
+        let root =
+            (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.trim_end_matches('/')));
+        let objects: Vec<_> = self
+            .store
+            .list(root.as_ref())
+            .try_filter(|o| {
+                let name = o.location.as_ref();
+                let rel = name.strip_prefix(self.prefix.as_str()).unwrap_or(name);
+                futures::future::ready(!rel.starts_with('~'))
+            })
+            .try_collect()
+            .await
+            .map_err(backend)?;
+        let metas: Vec<Option<ImageMeta>> = futures::stream::iter(objects)
+            .map(|o| async move { self.meta_at(&o.location).await })
+            .buffer_unordered(LIST_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(metas.into_iter().flatten().collect())
+    }
+
+    async fn probe(&self) -> Result<(), StoreError> {
+        let path = self.state_path(&format!("probe-{:016x}", rand::random::<u64>()));
+        self.store
+            .put(&path, PutPayload::from_static(b"ok"))
+            .await
+            .map_err(backend)?;
+        self.store.delete(&path).await.map_err(backend)
+    }
+
+    fn free_bytes(&self) -> Option<u64> {
+        None
+    }
+
+    fn name(&self) -> &'static str {
+        "s3"
+    }
+
+    async fn put_state(&self, name: &str, data: Bytes) -> Result<(), StoreError> {
+        self.store
+            .put(&self.state_path(name), PutPayload::from(data))
+            .await
+            .map(|_| ())
+            .map_err(backend)
+    }
+
+    async fn list_state(&self, dir: &str) -> Result<Vec<Bytes>, StoreError> {
+        let prefix = self.state_path(dir);
+        let names: Vec<_> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(backend)?;
+        let mut out = Vec::new();
+        for o in names {
+            if let Ok(r) = self.store.get(&o.location).await {
+                if let Ok(b) = r.bytes().await {
+                    out.push(b);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_round_trips_through_attributes() {
+        let meta = ImageMeta {
+            id: "img_0123456789abcdef01234567".into(),
+            user_id: "alice".into(),
+            format: Format::Webp,
+            content_type: "image/webp".into(),
+            size: 42,
+            sha256: "ab".repeat(32),
+            source_url: Some("https://replicate.delivery/x/out-0.webp?a=1&b=é".into()),
+            prediction_id: Some("p 1/2".into()),
+            created_at: 1_700_000_000_123,
+        };
+        let back = meta_from_attributes(&attributes(&meta), 42).unwrap();
+        assert_eq!(back, meta);
+    }
+}
