@@ -69,6 +69,9 @@ impl ImageCache {
         if let Some(c) = &self.inner {
             if self.admits(image.bytes.len() as u64) {
                 c.insert(key, image).await;
+                // moka counts sizes lazily: settle them (and any eviction
+                // this insert caused) so the gauges are not left at 0.
+                c.run_pending_tasks().await;
                 self.publish(c);
             }
         }

@@ -2,21 +2,32 @@
 //! `log`; those records are bridged into the same output.
 
 use crate::config::LogFormat;
-use tracing_subscriber::EnvFilter;
+use tracing::Level;
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::{fmt, EnvFilter};
 
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = match format {
-        LogFormat::Json => builder
+    // Pingora's debug records print whole request and response headers,
+    // Authorization and Cookie included, so they stay off whatever RUST_LOG
+    // says: credentials must never reach the logs.
+    let no_header_dumps =
+        filter_fn(|m| !(*m.level() > Level::INFO && m.target().starts_with("pingora")));
+    let output = fmt::layer().with_writer(std::io::stderr);
+    let output = match format {
+        LogFormat::Json => output
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .try_init(),
-        LogFormat::Pretty => builder.try_init(),
+            .boxed(),
+        LogFormat::Pretty => output.boxed(),
     };
+    let result = tracing_subscriber::registry()
+        .with(filter)
+        .with(no_header_dumps)
+        .with(output)
+        .try_init();
     if result.is_err() {
         // Already initialised (tests): keep the first subscriber.
     }

@@ -55,6 +55,9 @@ fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
     g
 }
 
+/// The `route` label values documented in README.
+const ROUTES: [&str; 3] = ["hosted", "rewrite", "passthrough"];
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
@@ -85,7 +88,7 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(download_duration.clone()))
             .expect("unique metric");
-        Metrics {
+        let m = Metrics {
             http_requests: counter_vec(&r, "permaproxy_http_requests_total", "Requests by route (hosted, rewrite, passthrough, health) and status class", &["route", "status"]),
             http_duration,
             hosted_requests: counter_vec(&r, "permaproxy_hosted_requests_total", "Hosted-image requests by where they were answered from (memory, disk, pending, miss)", &["tier"]),
@@ -106,6 +109,26 @@ impl Metrics {
             cleanup_deleted: counter_vec(&r, "permaproxy_cleanup_deleted_total", "Images deleted by lifecycle rules, by reason", &["reason"]),
             user_id_missing: counter(&r, "permaproxy_user_id_missing_total", "Rewrite responses left unhosted because no trusted user id was found"),
             registry: r,
+        };
+        m.prime();
+        m
+    }
+
+    /// Creates every documented label value at zero, so each series is in
+    /// the first scrape: dashboards and alerts (`rate()`, `absent()`) need
+    /// them before the first event, not after.
+    fn prime(&self) {
+        for route in ROUTES {
+            for class in ["2xx", "3xx", "4xx", "5xx"] {
+                self.http_requests.with_label_values(&[route, class]);
+            }
+            self.http_duration.with_label_values(&[route]);
+        }
+        for tier in ["memory", "disk", "pending", "miss"] {
+            self.hosted_requests.with_label_values(&[tier]);
+        }
+        for outcome in ["ok", "retry", "failed", "rejected"] {
+            self.downloads.with_label_values(&[outcome]);
         }
     }
 }

@@ -91,3 +91,30 @@ fn s3_needs_a_bucket() {
     let e = load(&[("IMAGE_STORAGE_BACKEND", "s3")]).unwrap_err();
     assert_eq!(e.setting, "S3_BUCKET");
 }
+
+#[test]
+fn docs_list_every_setting() {
+    let readme = include_str!("../../README.md");
+    let example = include_str!("../../conf/permaproxy.example.toml");
+    for s in settings::SETTINGS {
+        assert!(
+            readme.contains(&format!("`{}`", s.name)),
+            "README lacks {}",
+            s.name
+        );
+        assert!(
+            example.contains(&format!("# {} = ", s.name.to_ascii_lowercase())),
+            "example TOML lacks {}",
+            s.name
+        );
+    }
+    let help = settings::help_text();
+    assert!(settings::SETTINGS.iter().all(|s| help.contains(s.name)));
+}
+
+#[test]
+fn example_toml_loads() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/permaproxy.example.toml");
+    Config::load_from(Some(&path), &[]).unwrap();
+}

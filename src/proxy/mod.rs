@@ -245,6 +245,13 @@ impl ProxyHttp for App {
         }
     }
 
+    /// Pingora's error lines carry this; the default includes the whole
+    /// query string, which may hold tokens.
+    fn request_summary(&self, session: &Session, _ctx: &Ctx) -> String {
+        let req = session.req_header();
+        format!("{} {}", req.method, crate::logging::redact_path(&req.uri))
+    }
+
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = ctx.started.elapsed();

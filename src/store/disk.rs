@@ -99,9 +99,9 @@ impl Store for DiskStore {
         blocking(move || match std::fs::read(&sidecar) {
             Ok(bytes) => match serde_json::from_slice::<ImageMeta>(&bytes) {
                 Ok(meta) if root.join(meta.relative_path()).exists() => Ok(Some(meta)),
-                _ => Ok(repair(&root, &key)),
+                _ => Ok(repair(&root, &key, true)),
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(repair(&root, &key)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(repair(&root, &key, true)),
             Err(e) => Err(StoreError::from_io(e)),
         })
         .await
@@ -162,7 +162,7 @@ impl Store for DiskStore {
 
     async fn list(&self) -> Result<Vec<ImageMeta>, StoreError> {
         let root = self.root.clone();
-        blocking(move || scan_root(&root).map_err(StoreError::from_io)).await
+        blocking(move || scan_root(&root, true).map_err(StoreError::from_io)).await
     }
 
     async fn probe(&self) -> Result<(), StoreError> {
@@ -184,9 +184,15 @@ impl Store for DiskStore {
     }
 }
 
-/// Walks `{root}/{user}/` and returns every image, repairing sidecars that
-/// are missing or corrupt from the image bytes, and removing orphans.
-fn scan_root(root: &Path) -> std::io::Result<Vec<ImageMeta>> {
+/// Every image under `root` as [`Store::list`] would find it, but changing
+/// nothing on disk (for `cleanup --dry-run`, which may run beside a live proxy).
+pub fn list_read_only(root: &Path) -> std::io::Result<Vec<ImageMeta>> {
+    scan_root(root, false)
+}
+
+/// Walks `{root}/{user}/` and returns every image. With `fix`, sidecars that
+/// are missing or corrupt are rebuilt from the image bytes and orphans removed.
+fn scan_root(root: &Path, fix: bool) -> std::io::Result<Vec<ImageMeta>> {
     let mut out = Vec::new();
     for user_entry in std::fs::read_dir(root)? {
         let user_entry = user_entry?;
@@ -202,7 +208,9 @@ fn scan_root(root: &Path) -> std::io::Result<Vec<ImageMeta>> {
             let fname = file.file_name();
             let fname = fname.to_string_lossy();
             if fname.starts_with(".tmp-") {
-                let _ = std::fs::remove_file(file.path());
+                if fix {
+                    let _ = std::fs::remove_file(file.path());
+                }
                 continue;
             }
             let Some((stem, ext)) = fname.rsplit_once('.') else {
@@ -219,7 +227,7 @@ fn scan_root(root: &Path) -> std::io::Result<Vec<ImageMeta>> {
                         .join(format!("{stem}.{}", f.ext()))
                         .exists()
                 });
-                if !has_image {
+                if !has_image && fix {
                     let _ = std::fs::remove_file(file.path());
                 }
                 continue;
@@ -228,11 +236,14 @@ fn scan_root(root: &Path) -> std::io::Result<Vec<ImageMeta>> {
                 continue;
             }
             let sidecar = user_entry.path().join(format!("{stem}.json"));
+            // A sidecar that disagrees with the image's path or length is
+            // corrupt: the image is the truth.
+            let len = file.metadata().ok().map(|m| m.len());
             let meta = std::fs::read(&sidecar)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<ImageMeta>(&b).ok())
-                .filter(|m| m.relative_path() == format!("{user}/{fname}"));
-            match meta.or_else(|| repair(root, &key)) {
+                .filter(|m| m.relative_path() == format!("{user}/{fname}") && Some(m.size) == len);
+            match meta.or_else(|| repair(root, &key, fix)) {
                 Some(m) => out.push(m),
                 None => tracing::warn!(path = %file.path().display(), "not an image, ignored"),
             }
@@ -241,8 +252,9 @@ fn scan_root(root: &Path) -> std::io::Result<Vec<ImageMeta>> {
     Ok(out)
 }
 
-/// Rebuilds metadata from the image itself: the bytes are the truth.
-fn repair(root: &Path, key: &ImageKey) -> Option<ImageMeta> {
+/// Rebuilds metadata from the image itself: the bytes are the truth. With
+/// `fix`, the sidecar is rewritten and a misnamed file renamed.
+fn repair(root: &Path, key: &ImageKey, fix: bool) -> Option<ImageMeta> {
     let dir = root.join(key.user.as_str());
     let (path, _) = Format::ALL.iter().find_map(|f| {
         let p = dir.join(format!("{}.{}", key.id, f.ext()));
@@ -281,6 +293,9 @@ fn repair(root: &Path, key: &ImageKey) -> Option<ImageMeta> {
         prediction_id: None,
         created_at,
     };
+    if !fix {
+        return Some(meta);
+    }
     // A file whose extension lies is renamed so the path matches the bytes.
     let right = root.join(meta.relative_path());
     if right != path && std::fs::rename(&path, &right).is_err() {

@@ -26,6 +26,10 @@ const CONTROLLED_PREFIXES: &[&str] = &[
     "WORKER_THREADS",
     "S3_",
     "PERMAPROXY_",
+    "JWT_",
+    "AWS_",
+    "UPSTREAM_",
+    "RAILWAY_",
 ];
 
 /// How to start a proxy. `env` entries override the harness defaults.
