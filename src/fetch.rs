@@ -111,11 +111,8 @@ impl Fetcher {
             .redirect(reqwest::redirect::Policy::custom(move |attempt| {
                 if attempt.previous().len() > MAX_REDIRECTS {
                     attempt.error("more than 3 redirects")
-                } else if !url_permitted(&redirect_matcher, attempt.url()) {
-                    let msg = format!(
-                        "redirect to a host not in REPLICATE_HOSTS: {}",
-                        attempt.url()
-                    );
+                } else if let Some(why) = forbidden_reason(&redirect_matcher, attempt.url()) {
+                    let msg = format!("redirect to {}: {why}", attempt.url());
                     attempt.error(msg)
                 } else {
                     attempt.follow()
@@ -147,11 +144,8 @@ impl Fetcher {
     }
 
     async fn fetch_with_retries(&self, url: &url::Url) -> Result<Downloaded, FetchError> {
-        if !url_permitted(&self.matcher, url) {
-            return Err(FetchError::Rejected(format!(
-                "{} is not an allowed source",
-                host_of(url)
-            )));
+        if let Some(why) = forbidden_reason(&self.matcher, url) {
+            return Err(FetchError::Rejected(why));
         }
         let mut attempt = 0u32;
         loop {
@@ -279,11 +273,20 @@ fn host_of(url: &url::Url) -> String {
     url.host_str().unwrap_or("?").to_string()
 }
 
-/// Host policy plus the address policy for IP literals, which never reach
-/// the resolver.
+#[cfg(test)]
 fn url_permitted(matcher: &SourceMatcher, url: &url::Url) -> bool {
+    forbidden_reason(matcher, url).is_none()
+}
+
+/// Host policy plus the address policy for IP literals, which never reach
+/// the resolver: why a download may not go to `url` (for the log line), or
+/// None when it may.
+fn forbidden_reason(matcher: &SourceMatcher, url: &url::Url) -> Option<String> {
     if !matcher.url_allowed(url) {
-        return false;
+        return Some(format!(
+            "{} is not a source allowed by REPLICATE_HOSTS",
+            host_of(url)
+        ));
     }
     let host = url.host_str().unwrap_or_default();
     match host
@@ -291,8 +294,10 @@ fn url_permitted(matcher: &SourceMatcher, url: &url::Url) -> bool {
         .trim_end_matches(']')
         .parse::<IpAddr>()
     {
-        Ok(ip) => address_is_public(ip) || matcher.host_listed_exactly(host),
-        Err(_) => true,
+        Ok(ip) if !address_is_public(ip) && !matcher.host_listed_exactly(host) => Some(format!(
+            "{host} is a private or loopback address not listed exactly in REPLICATE_HOSTS"
+        )),
+        _ => None,
     }
 }
 
@@ -305,7 +310,10 @@ fn classify(e: reqwest::Error) -> AttemptError {
         source = s.source();
     }
     if e.is_redirect() {
-        return AttemptError::Final(FetchError::Rejected(format!("redirect refused: {e}")));
+        return AttemptError::Final(FetchError::Rejected(format!(
+            "redirect refused: {}",
+            error_chain(&e)
+        )));
     }
     AttemptError::Retry(error_chain(&e))
 }

@@ -239,8 +239,8 @@ impl Hosting {
             // Storage trouble is not the source's fault: the entry stays
             // pending and the maintenance loop tries again while the source
             // lives.
-            Err(e @ HostError::Store { .. }) => {
-                tracing::error!(image = %key, error = %e, "image downloaded but not stored; will retry");
+            Err(e @ (HostError::Store { .. } | HostError::Fetch(FetchError::Storage { .. }))) => {
+                tracing::error!(image = %key, source = %redact_data(source), error = %e, "image not stored for lack of storage; will retry");
             }
             Err(e) => {
                 tracing::warn!(image = %key, source = %redact_data(source), error = %e, "image not stored");
@@ -424,7 +424,11 @@ impl Hosting {
         for meta in listed {
             if let Some(key) = meta.key() {
                 if self.index.get(&key).is_none() {
-                    self.index.insert(meta, now_ms());
+                    // Noticing an image is not a request for it: like a
+                    // rebuilt index, count it as requested when stored, and
+                    // let the shared access times raise that.
+                    let stored = meta.created_at;
+                    self.index.insert(meta, stored);
                 }
             }
         }
@@ -469,14 +473,16 @@ impl Hosting {
             Some(e) => Some(e.meta.clone()),
             None => self.store.head(key).await?.map(Arc::new),
         };
+        // Files first: a lookup that misses the index falls back to the
+        // store, and would put the image back while its files still exist.
+        if let Some(m) = &meta {
+            self.store.delete(m).await?;
+        }
         self.index.remove(key);
         self.cache.invalidate(key).await;
         self.journal.forget(key);
         self.publish_pending();
-        match meta {
-            Some(m) => self.store.delete(&m).await.map(|_| true),
-            None => Ok(false),
-        }
+        Ok(meta.is_some())
     }
 }
 

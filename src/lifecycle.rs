@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::config::Config;
 use crate::hosting::{now_ms, Hosting};
 use crate::ids::{ImageKey, UserId};
 use crate::index::Row;
 use crate::metrics;
+use crate::store::Store;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -112,12 +114,42 @@ pub fn plan(
 }
 
 pub fn rules(h: &Hosting) -> Rules {
+    rules_from(&h.cfg)
+}
+
+pub fn rules_from(cfg: &Config) -> Rules {
     Rules {
-        max_age: h.cfg.max_age,
-        per_user_limit: h.cfg.per_user_limit,
-        max_bytes: h.cfg.storage_max_bytes,
-        min_free_bytes: h.cfg.min_free_bytes,
+        max_age: cfg.max_age,
+        per_user_limit: cfg.per_user_limit,
+        max_bytes: cfg.storage_max_bytes,
+        min_free_bytes: cfg.min_free_bytes,
     }
+}
+
+/// What a cleanup of a disk store would delete, read without opening the
+/// store for writing: no journal compaction, no sidecar repair, no sweep.
+/// So `cleanup --dry-run` changes nothing, even beside a running proxy.
+pub fn plan_disk_read_only(cfg: &Config) -> std::io::Result<Vec<Deletion>> {
+    let root = &cfg.storage_path;
+    if !root.is_dir() {
+        return Ok(Vec::new());
+    }
+    let metas = crate::store::disk::list_read_only(root)?;
+    let index = crate::index::Index::build(&root.join("~state"), metas);
+    let free = if cfg.min_free_bytes > 0 {
+        crate::store::disk::DiskStore::new(root)?.free_bytes()
+    } else {
+        None
+    };
+    Ok(plan(index.rows(), now_ms(), &rules_from(cfg), free)
+        .into_iter()
+        .map(|(row, reason)| Deletion {
+            user_id: row.key.user.to_string(),
+            id: row.key.id.to_string(),
+            size_bytes: row.meta.size,
+            reason,
+        })
+        .collect())
 }
 
 static CLEANUP_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -171,6 +203,10 @@ pub async fn enforce_user_limit(h: &Hosting, user: &UserId, just_stored: &ImageK
     if limit == 0 {
         return;
     }
+    // Two stores for one user checking at once would each trim to the
+    // limit around their own new image, and together delete too much.
+    static ENFORCE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _serial = ENFORCE.lock().await;
     let mut rows = h.index.user_rows(user);
     if rows.len() <= limit {
         return;

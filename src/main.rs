@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, LazyLock};
 
 use clap::{Parser, Subcommand};
-use permaproxy::config::{settings, Config};
+use permaproxy::config::{settings, Config, StorageBackend};
 
 static SETTINGS_HELP: LazyLock<String> = LazyLock::new(settings::help_text);
 
@@ -95,8 +95,18 @@ fn cleanup(cfg: Config, dry_run: bool) -> Result<(), String> {
     let cfg = Arc::new(cfg);
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(async {
-        let hosting = permaproxy::hosting::Hosting::open(cfg).await?;
-        let deleted = permaproxy::lifecycle::cleanup(&hosting, dry_run).await;
+        // A dry run on disk only reads; opening the store would compact the
+        // journal and repair sidecars.
+        let read_only = dry_run && cfg.storage_backend == StorageBackend::Disk;
+        let hosting = if read_only {
+            None
+        } else {
+            Some(permaproxy::hosting::Hosting::open(cfg.clone()).await?)
+        };
+        let deleted = match &hosting {
+            None => permaproxy::lifecycle::plan_disk_read_only(&cfg).map_err(|e| e.to_string())?,
+            Some(h) => permaproxy::lifecycle::cleanup(h, dry_run).await,
+        };
         let verb = if dry_run { "would delete" } else { "deleted" };
         for d in &deleted {
             println!(
@@ -108,7 +118,10 @@ fn cleanup(cfg: Config, dry_run: bool) -> Result<(), String> {
             );
         }
         println!("{verb} {} image(s)", deleted.len());
-        hosting.index.flush().map_err(|e| e.to_string())
+        match hosting {
+            Some(h) => h.index.flush().map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
     })
 }
 

@@ -128,6 +128,11 @@ async fn load(
         loaded: std::time::Instant::now(),
     };
     h.cache.insert(key.clone(), img.clone()).await;
+    // A delete may have run while the bytes were read: it removes the index
+    // entry before it clears memory, so this check never leaves them cached.
+    if h.index.get(key).is_none() {
+        h.cache.invalidate(key).await;
+    }
     Ok(Body::Memory(img))
 }
 

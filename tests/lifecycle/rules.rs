@@ -1,0 +1,186 @@
+//! The three lifecycle rules: the per-user limit, retention by last request
+//! and the disk cap.
+
+use crate::common::*;
+use crate::*;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_user_limit_evicts_the_least_recently_requested_not_the_oldest() {
+    let s = stands(&[("IMAGE_PER_USER_LIMIT", "3")]).await;
+    let storage = s.proxy.storage_path().to_path_buf();
+    let a = store_png(&s, "u1", "a.png", &fixtures::unique_png(1)).await;
+    let b = store_png(&s, "u1", "b.png", &fixtures::unique_png(2)).await;
+    let c = store_png(&s, "u1", "c.png", &fixtures::unique_png(3)).await;
+    // Another user's image never counts against u1's limit.
+    let other = store_png(&s, "u2", "other.png", &fixtures::unique_png(4)).await;
+    assert_eq!(listed_ids(&s.proxy, "u1").await, ids(&[&a, &b, &c]));
+
+    // A is the oldest, but now the most recently requested.
+    assert_served(&get(&s.proxy, &a).await, &a, "A");
+    let d = store_png(&s, "u1", "d.png", &fixtures::unique_png(5)).await;
+
+    // Enforced as D was stored: B is gone before anything else happens.
+    assert_gone(&get(&s.proxy, &b).await, "B after D was stored");
+    assert_not_on_disk(&storage, &b);
+    assert_eq!(listed_ids(&s.proxy, "u1").await, ids(&[&a, &c, &d]));
+    assert_eq!(
+        s.proxy
+            .metric("permaproxy_cleanup_deleted_total{reason=\"user_limit\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(s.proxy.metric("permaproxy_stored_images").await, 4.0);
+
+    // Request them newest first: now D, stored last of the three, is the
+    // least recently requested, and it is the one that goes for E.
+    for img in [&d, &c, &a] {
+        assert_served(&get(&s.proxy, img).await, img, "kept image");
+        assert_on_disk(&storage, img);
+    }
+    let e = store_png(&s, "u1", "e.png", &fixtures::unique_png(6)).await;
+    assert_gone(&get(&s.proxy, &d).await, "D after E was stored");
+    assert_not_on_disk(&storage, &d);
+    assert_eq!(listed_ids(&s.proxy, "u1").await, ids(&[&a, &c, &e]));
+    for img in [&a, &c, &e, &other] {
+        assert_served(&get(&s.proxy, img).await, img, "kept image");
+    }
+    assert_gone(&get(&s.proxy, &b).await, "B stays gone");
+    assert_eq!(stats_totals(&s.proxy).await.0, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_a_requested_image_and_deletes_an_idle_one() {
+    // 0.00005 days = 4.32 s; cleanup every second.
+    let s = stands(&[
+        ("IMAGE_MAX_AGE_DAYS", "0.00005"),
+        ("IMAGE_CLEANUP_INTERVAL_SECS", "1"),
+    ])
+    .await;
+    let storage = s.proxy.storage_path().to_path_buf();
+    let busy = store_png(&s, "u1", "busy.png", &fixtures::unique_png(10)).await;
+    let idle = store_png(&s, "u1", "idle.png", &fixtures::unique_png(11)).await;
+
+    // Request `busy` every quarter second in the background, and record
+    // any answer that is not the image.
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let loop_task = {
+        let (stop, served) = (stop.clone(), served.clone());
+        let url = s.proxy.url(&busy.hosted.path);
+        let want = busy.bytes.clone();
+        tokio::spawn(async move {
+            let mut bad = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let r = fetch(client().get(&url)).await;
+                if r.status == 200 && r.body[..] == want[..] {
+                    served.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    bad.push(format!("{} {}", r.status, r.text()));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            bad
+        })
+    };
+
+    // Watch `idle` through the admin listing, which is not a request.
+    let idle_gone = wait_until(secs(20), || async {
+        !listed_ids(&s.proxy, "u1")
+            .await
+            .contains(&idle.id().to_string())
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let bad = loop_task.await.expect("request loop");
+    assert!(idle_gone, "the idle image was never deleted");
+    assert!(
+        bad.is_empty(),
+        "the requested image was not served: {bad:?}"
+    );
+    assert!(served.load(Ordering::SeqCst) > 0);
+
+    assert_gone(&get(&s.proxy, &idle).await, "idle image");
+    assert_not_on_disk(&storage, &idle);
+    assert_served(&get(&s.proxy, &busy).await, &busy, "requested image");
+    assert_on_disk(&storage, &busy);
+    assert_eq!(listed_ids(&s.proxy, "u1").await, ids(&[&busy]));
+    assert!(
+        s.proxy
+            .metric("permaproxy_cleanup_deleted_total{reason=\"expired\"}")
+            .await
+            >= 1.0
+    );
+    assert_eq!(s.proxy.metric("permaproxy_stored_images").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_cap_deletes_the_least_recently_requested_across_users() {
+    // Five images of the same size; the cap holds three and a half.
+    let png = |seed| fixtures::noise_png(40, 40, seed);
+    let size = png(20).len() as u64;
+    let cap = size * 7 / 2;
+    let s = stands(&[("IMAGE_STORAGE_MAX_BYTES", &cap.to_string())]).await;
+    let storage = s.proxy.storage_path().to_path_buf();
+    let p1 = store_png(&s, "u1", "p1.png", &png(20)).await;
+    let p2 = store_png(&s, "u2", "p2.png", &png(21)).await;
+    let p3 = store_png(&s, "u1", "p3.png", &png(22)).await;
+    let p4 = store_png(&s, "u2", "p4.png", &png(23)).await;
+    let p5 = store_png(&s, "u1", "p5.png", &png(24)).await;
+    assert_eq!(stats_totals(&s.proxy).await, (5, 5 * size));
+    // The two oldest become the two most recently requested.
+    assert_served(&get(&s.proxy, &p1).await, &p1, "p1");
+    assert_served(&get(&s.proxy, &p2).await, &p2, "p2");
+
+    // A dry run tells, and deletes nothing.
+    let dry = admin_cleanup(&s.proxy, true).await;
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(deleted_ids(&dry, "storage_cap"), ids(&[&p3, &p4]), "{dry}");
+    assert_eq!(dry["deleted"].as_array().unwrap().len(), 2, "{dry}");
+    assert_eq!(stats_totals(&s.proxy).await, (5, 5 * size));
+    for img in [&p3, &p4] {
+        assert_on_disk(&storage, img);
+    }
+
+    let done = admin_cleanup(&s.proxy, false).await;
+    assert_eq!(done["dry_run"], false);
+    assert_eq!(
+        deleted_ids(&done, "storage_cap"),
+        ids(&[&p3, &p4]),
+        "{done}"
+    );
+    let deleted = done["deleted"].as_array().unwrap();
+    assert_eq!(deleted.len(), 2, "{done}");
+    for d in deleted {
+        assert_eq!(d["size_bytes"], size, "{done}");
+        let user = d["user_id"].as_str().unwrap();
+        let img = if d["id"] == p3.id() { &p3 } else { &p4 };
+        assert_eq!(user, img.user(), "{done}");
+    }
+    let (n, bytes) = stats_totals(&s.proxy).await;
+    assert_eq!((n, bytes), (3, 3 * size));
+    assert!(bytes <= cap);
+    assert_eq!(
+        s.proxy.metric("permaproxy_stored_bytes").await,
+        bytes as f64
+    );
+    assert_eq!(
+        s.proxy
+            .metric("permaproxy_cleanup_deleted_total{reason=\"storage_cap\"}")
+            .await,
+        2.0
+    );
+    for img in [&p3, &p4] {
+        assert_gone(&get(&s.proxy, img).await, "deleted by the cap");
+        assert_not_on_disk(&storage, img);
+    }
+    for img in [&p1, &p2, &p5] {
+        assert_served(&get(&s.proxy, img).await, img, "kept under the cap");
+        assert_on_disk(&storage, img);
+    }
+
+    // Under the cap, a cleanup deletes nothing.
+    let again = admin_cleanup(&s.proxy, false).await;
+    assert_eq!(again["deleted"], serde_json::json!([]), "{again}");
+}
