@@ -11,13 +11,13 @@
 
 mod common;
 
+use common::stands::{generate, stands};
 use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-const GEN: &str = "/v1/images/generate";
 const MISSING: &str = "permaproxy_user_id_missing_total";
 const HS_SECRET: &str = "a-long-test-secret-for-hs256";
 
@@ -29,28 +29,6 @@ fn fixture(name: &str) -> PathBuf {
 
 fn fixture_text(name: &str) -> String {
     std::fs::read_to_string(fixture(name)).unwrap_or_else(|e| panic!("read fixture {name}: {e}"))
-}
-
-struct Stands {
-    host: FileHost,
-    api: StudioApi,
-    proxy: Proxy,
-}
-
-/// File host + Studio API + proxy with `extra` settings. The JWT settings
-/// are blanked first so a developer's shell cannot leak into the test.
-async fn stands(extra: &[(&str, &str)]) -> Stands {
-    let host = FileHost::start().await;
-    let api = StudioApi::start().await;
-    let mut opts = ProxyOptions::for_stands(&api, &host)
-        .env("JWT_SECRET", "")
-        .env("JWT_PUBLIC_KEY", "")
-        .env("JWT_JWKS_PATH", "");
-    for (k, v) in extra {
-        opts = opts.env(k, v);
-    }
-    let proxy = Proxy::start(opts).await;
-    Stands { host, api, proxy }
 }
 
 /// A fresh image path on the file host for every call, so no answer is
@@ -71,18 +49,6 @@ fn answer(api: &StudioApi, src: &str, headers: &[(&str, &str)]) -> String {
     }
     api.set_response(GEN, canned);
     raw
-}
-
-/// `POST /v1/images/generate` through the proxy.
-async fn generate(p: &Proxy, body: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut rb = client()
-        .post(p.url(GEN))
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    for (k, v) in headers {
-        rb = rb.header(*k, *v);
-    }
-    fetch(rb).await
 }
 
 /// One generate call with a fresh image; returns the userId of the hosted

@@ -14,11 +14,13 @@ pub mod fixtures;
 pub mod metrics;
 pub mod proxy;
 mod server;
+pub mod stands;
 pub mod studio;
 mod util;
 
 pub use filehost::FileHost;
 pub use proxy::{Proxy, ProxyOptions};
+pub use stands::{Stands, GEN};
 pub use studio::{Canned, RecordedRequest, StudioApi};
 pub use util::*;
 

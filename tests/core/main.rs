@@ -15,42 +15,10 @@ mod passthrough;
 mod rewrite;
 mod serving;
 
+pub use common::stands::{generate, stands};
 use common::*;
 
-pub const GEN: &str = "/v1/images/generate";
 pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
-
-/// The three parties of every test.
-pub struct Stands {
-    pub host: FileHost,
-    pub api: StudioApi,
-    pub proxy: Proxy,
-}
-
-/// File host + Studio API + a proxy rewriting the file host's http URLs,
-/// with `extra` settings on top.
-pub async fn stands(extra: &[(&str, &str)]) -> Stands {
-    let host = FileHost::start().await;
-    let api = StudioApi::start().await;
-    let mut opts = ProxyOptions::for_stands(&api, &host);
-    for (k, v) in extra {
-        opts = opts.env(k, v);
-    }
-    let proxy = Proxy::start(opts).await;
-    Stands { host, api, proxy }
-}
-
-/// `POST /v1/images/generate` through the proxy with a JSON request body.
-pub async fn generate(p: &Proxy, body: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut rb = client()
-        .post(p.url(GEN))
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    for (k, v) in headers {
-        rb = rb.header(*k, *v);
-    }
-    fetch(rb).await
-}
 
 /// Sets the upstream's generate answer to `200 application/json; charset=utf-8` with `raw`.
 pub fn answer_json(api: &StudioApi, raw: &str) {

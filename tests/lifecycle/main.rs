@@ -19,15 +19,7 @@ use common::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
-pub const GEN: &str = "/v1/images/generate";
 pub const TOKEN: &str = "s3cret-admin-token";
-
-/// The three parties of every test.
-pub struct Stands {
-    pub host: FileHost,
-    pub api: StudioApi,
-    pub proxy: Proxy,
-}
 
 /// File host + Studio API + a proxy with `ADMIN_TOKEN` = [`TOKEN`] and
 /// `extra` settings on top (an empty value removes a setting).

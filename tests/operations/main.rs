@@ -19,30 +19,9 @@ mod logs;
 mod scrape;
 mod shutdown;
 
+pub use common::stands::{generate, stands};
 use common::*;
 use serde_json::json;
-
-pub const GEN: &str = "/v1/images/generate";
-
-/// The three parties of every test.
-pub struct Stands {
-    pub host: FileHost,
-    pub api: StudioApi,
-    pub proxy: Proxy,
-}
-
-/// File host + Studio API + a proxy rewriting the file host's http URLs,
-/// with `extra` settings on top.
-pub async fn stands(extra: &[(&str, &str)]) -> Stands {
-    let host = FileHost::start().await;
-    let api = StudioApi::start().await;
-    let mut opts = ProxyOptions::for_stands(&api, &host);
-    for (k, v) in extra {
-        opts = opts.env(k, v);
-    }
-    let proxy = Proxy::start(opts).await;
-    Stands { host, api, proxy }
-}
 
 /// Has the proxy store `bytes` (a PNG served by the file host at `path`)
 /// through `POST /v1/images/generate`; returns the hosted URL, parsed.

@@ -28,15 +28,6 @@ mod ssrf;
 use common::*;
 use std::path::{Path, PathBuf};
 
-pub const GEN: &str = "/v1/images/generate";
-
-/// The three parties of every test.
-pub struct Stands {
-    pub host: FileHost,
-    pub api: StudioApi,
-    pub proxy: Proxy,
-}
-
 /// File host + Studio API + a proxy rewriting the file host's http URLs,
 /// with `extra` settings on top.
 pub async fn stands(extra: &[(&str, &str)]) -> Stands {
