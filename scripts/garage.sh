@@ -115,9 +115,11 @@ start_server() {
 }
 
 # Poll until the node's RPC answers (the CLI needs it for every admin step).
+# `node id` alone is not enough: it succeeds as soon as the node key file
+# exists, before the RPC listener is bound; `status` needs the listener.
 wait_rpc() {
   local dir="$1" pid="$2" deadline=$((SECONDS + READY_TIMEOUT_S))
-  while ! gcli node id -q >/dev/null 2>&1; do
+  while ! { gcli node id -q && gcli status; } >/dev/null 2>&1; do
     if ! kill -0 "$pid" 2>/dev/null; then
       say "garage server exited during startup; last log lines:"
       tail -n 20 "$dir/garage.log" >&2 || true

@@ -42,10 +42,15 @@ pub fn sample_png(width: u32, height: u32) -> Vec<u8> {
     png
 }
 
-fn free_port() -> u16 {
+/// The preferred port when it is free (so the printed URLs are the usual
+/// ones), any free port otherwise.
+fn port(preferred: u16) -> u16 {
+    if std::net::TcpListener::bind(("127.0.0.1", preferred)).is_ok() {
+        return preferred;
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
-        .map_or(18_080, |a| a.port())
+        .map_or(preferred, |a| a.port())
 }
 
 async fn serve<F>(addr: SocketAddr, handler: F)
@@ -84,7 +89,7 @@ fn response(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response
 /// Starts the stand-ins and returns the settings that point the proxy at
 /// them.
 pub fn start_stand_ins() -> Result<Vec<(String, String)>, String> {
-    let (studio, files, proxy, admin) = (free_port(), free_port(), free_port(), free_port());
+    let (studio, files, proxy, admin) = (port(3000), port(3001), port(8080), port(9090));
     let expired = Arc::new(AtomicBool::new(false));
     let png = Bytes::from(sample_png(320, 200));
     let image_url = format!("http://127.0.0.1:{files}/pbxt/demo/out-0.png");

@@ -46,6 +46,9 @@ pub enum Lookup {
     Redirect(String),
     /// Finally failed: the reason, for a clear error.
     Unavailable(String),
+    /// The store could not be asked (say, the bucket is down): unknown,
+    /// which is not the same as missing.
+    StoreDown(String),
     Missing,
 }
 
@@ -381,7 +384,8 @@ impl Hosting {
                 let entry = self.index.insert(meta.clone(), now_ms());
                 Lookup::Stored(entry.map_or_else(|| Arc::new(meta), |e| e.meta.clone()))
             }
-            _ => Lookup::Missing,
+            Ok(None) => Lookup::Missing,
+            Err(e) => Lookup::StoreDown(e.to_string()),
         }
     }
 

@@ -8,7 +8,6 @@ use sha2::{Digest, Sha256};
 use futures::StreamExt;
 
 use crate::config::Config;
-use crate::store::disk::DiskStore;
 use crate::store::s3::S3Store;
 use crate::store::{ImageMeta, Store};
 
@@ -24,12 +23,10 @@ pub async fn to_s3(cfg: &Config, dry_run: bool) -> Result<Summary, String> {
         .s3
         .as_ref()
         .ok_or("S3_BUCKET: set it (and S3_ENDPOINT, S3_REGION, credentials) to migrate")?;
-    let source =
-        DiskStore::new(&cfg.storage_path).map_err(|e| format!("IMAGE_STORAGE_PATH: {e}"))?;
     let target = S3Store::new(s3cfg)?;
-    let images = source
-        .list()
-        .await
+    // Read-only: the volume may belong to a proxy that is still running, so
+    // no sidecar repair and no sweep of its temp files (a write in progress).
+    let images = crate::store::disk::list_read_only(&cfg.storage_path)
         .map_err(|e| format!("cannot list {}: {e}", cfg.storage_path.display()))?;
     let total = images.len();
     let mut summary = Summary::default();

@@ -59,6 +59,7 @@ async fn serve_inner(app: &App, session: &mut Session, ctx: &mut Ctx) -> Result<
             return Ok(());
         }
         Lookup::Unavailable(reason) => return Err(ApiError::ImageUnavailable(reason)),
+        Lookup::StoreDown(reason) => return Err(ApiError::StorageUnavailable(reason)),
         Lookup::Missing => return Err(ApiError::ImageNotFound),
     };
     ctx.tier = Some(tier);

@@ -2,22 +2,22 @@
 //! sidecar `{imageId}.json` beside it. Internal folders start with `~`, which
 //! no user id may contain, so they can never collide with a user's folder.
 
-use std::io::{Read, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use super::{ByteRange, ByteStream, ImageMeta, Store, StoreError};
 use crate::ids::{ImageId, ImageKey, UserId};
 use crate::image_format::{self, Format};
 
 /// Read size when streaming from disk: large enough that a 2 MB image is a
-/// handful of reads, small enough that 100 concurrent readers stay cheap.
-const READ_CHUNK: usize = 128 * 1024;
+/// handful of reads (each one a hop to the blocking pool), small enough that
+/// 100 concurrent readers stay cheap (one chunk per reader is alive at a time).
+const READ_CHUNK: usize = 256 * 1024;
 
 pub struct DiskStore {
     root: PathBuf,
@@ -63,6 +63,20 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| StoreError::Backend(format!("blocking task failed: {e}")))?
+}
+
+/// Reads exactly `len` bytes straight into a new buffer: one copy from the
+/// page cache, no second one through an intermediate file buffer.
+fn read_chunk(file: &mut std::fs::File, len: usize) -> std::io::Result<Bytes> {
+    let mut buf = Vec::with_capacity(len);
+    Read::take(&mut *file, len as u64).read_to_end(&mut buf)?;
+    if buf.len() < len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "image file is shorter than its metadata",
+        ));
+    }
+    Ok(Bytes::from(buf))
 }
 
 #[async_trait]
@@ -112,22 +126,38 @@ impl Store for DiskStore {
         meta: &ImageMeta,
         range: Option<ByteRange>,
     ) -> Result<ByteStream, StoreError> {
-        let mut file = tokio::fs::File::open(self.image_path(meta))
-            .await
-            .map_err(StoreError::from_io)?;
-        let stream: ByteStream = match range {
-            Some(r) => {
-                file.seek(SeekFrom::Start(r.start))
-                    .await
+        let path = self.image_path(meta);
+        let (start, len) = range.map_or((0, meta.size), |r| (r.start, r.len()));
+        let first_len = len.min(READ_CHUNK as u64) as usize;
+        // Open, seek and the first chunk in one trip to the blocking pool: an
+        // image up to READ_CHUNK is served with a single hop, and a missing
+        // file still fails before any header is written.
+        let (file, first) = blocking(move || {
+            let mut file = std::fs::File::open(&path).map_err(StoreError::from_io)?;
+            if start > 0 {
+                file.seek(SeekFrom::Start(start))
                     .map_err(StoreError::from_io)?;
-                Box::pin(ReaderStream::with_capacity(file.take(r.len()), READ_CHUNK))
             }
-            None => Box::pin(ReaderStream::with_capacity(
-                file.take(meta.size),
-                READ_CHUNK,
-            )),
-        };
-        Ok(stream)
+            let first = read_chunk(&mut file, first_len).map_err(StoreError::from_io)?;
+            Ok((file, first))
+        })
+        .await?;
+        let rest = futures::stream::try_unfold(
+            (file, len - first_len as u64),
+            |(mut file, left)| async move {
+                if left == 0 {
+                    return Ok(None);
+                }
+                let n = left.min(READ_CHUNK as u64) as usize;
+                let (file, chunk) = tokio::task::spawn_blocking(move || {
+                    read_chunk(&mut file, n).map(|chunk| (file, chunk))
+                })
+                .await
+                .map_err(std::io::Error::other)??;
+                Ok(Some((chunk, (file, left - n as u64))))
+            },
+        );
+        Ok(Box::pin(futures::stream::iter([Ok(first)]).chain(rest)))
     }
 
     async fn read_all(&self, meta: &ImageMeta) -> Result<Bytes, StoreError> {

@@ -37,10 +37,17 @@ pub struct S3Store {
 
 impl S3Store {
     pub fn new(cfg: &S3Config) -> Result<S3Store, String> {
+        let (endpoint, virtual_hosted) = match &cfg.endpoint {
+            Some(e) => {
+                let (e, v) = addressing(e, &cfg.bucket, cfg.force_path_style);
+                (Some(e), v)
+            }
+            None => (None, !cfg.force_path_style),
+        };
         let mut b = AmazonS3Builder::from_env()
             .with_bucket_name(&cfg.bucket)
             .with_region(&cfg.region)
-            .with_virtual_hosted_style_request(!cfg.force_path_style)
+            .with_virtual_hosted_style_request(virtual_hosted)
             // An outage must surface in seconds, not after minutes of
             // retries: callers fall back (original URLs, memory cache).
             .with_retry(RetryConfig {
@@ -53,7 +60,7 @@ impl S3Store {
                     .with_connect_timeout(Duration::from_secs(2))
                     .with_timeout(Duration::from_secs(60)),
             );
-        if let Some(e) = &cfg.endpoint {
+        if let Some(e) = &endpoint {
             b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
         }
         if let Some(k) = &cfg.access_key_id {
@@ -72,8 +79,12 @@ impl S3Store {
         })
     }
 
+    /// The key as written: `Path::from` would percent-encode `~` (the state
+    /// folder would land under `%7Estate/` and escape the listing filter).
+    /// User ids, image ids and extensions are already safe segments.
     fn object(&self, relative: &str) -> ObjectPath {
-        ObjectPath::from(format!("{}{relative}", self.prefix))
+        let key = format!("{}{relative}", self.prefix);
+        ObjectPath::parse(&key).unwrap_or_else(|_| ObjectPath::from(key))
     }
 
     fn state_path(&self, name: &str) -> ObjectPath {
@@ -91,6 +102,34 @@ impl S3Store {
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(backend(e)),
         }
+    }
+}
+
+/// The endpoint as object_store wants it, and whether requests are
+/// virtual-hosted. object_store appends the bucket to the endpoint only in
+/// path style; in virtual-hosted style it takes the endpoint as the bucket's
+/// own, so the bucket goes into the host here (`https://{bucket}.{host}`),
+/// as S3_FORCE_PATH_STYLE=false promises. An IP address cannot carry a
+/// bucket name, so such endpoints always use path style.
+fn addressing(endpoint: &str, bucket: &str, path_style: bool) -> (String, bool) {
+    let trimmed = endpoint.trim_end_matches('/').to_string();
+    if path_style {
+        return (trimmed, false);
+    }
+    let Ok(mut url) = url::Url::parse(endpoint) else {
+        return (trimmed, true);
+    };
+    match url.host() {
+        Some(url::Host::Domain(host)) => {
+            if !host.starts_with(&format!("{bucket}.")) {
+                let named = format!("{bucket}.{host}");
+                if url.set_host(Some(&named)).is_err() {
+                    return (trimmed, false);
+                }
+            }
+            (url.as_str().trim_end_matches('/').to_string(), true)
+        }
+        _ => (trimmed, false),
     }
 }
 
@@ -259,8 +298,7 @@ impl Store for S3Store {
     }
 
     async fn list(&self) -> Result<Vec<ImageMeta>, StoreError> {
-        let root =
-            (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.trim_end_matches('/')));
+        let root = (!self.prefix.is_empty()).then(|| self.object(""));
         let objects: Vec<_> = self
             .store
             .list(root.as_ref())
@@ -328,6 +366,35 @@ impl Store for S3Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addressing_puts_the_bucket_where_the_style_wants_it() {
+        let r2 = "https://acct.r2.cloudflarestorage.com";
+        assert_eq!(
+            addressing(r2, "imgs", false),
+            (
+                "https://imgs.acct.r2.cloudflarestorage.com".to_string(),
+                true
+            )
+        );
+        assert_eq!(addressing(r2, "imgs", true), (r2.to_string(), false));
+        // Already named in the host: left alone.
+        let named = "https://imgs.acct.r2.cloudflarestorage.com/";
+        assert_eq!(
+            addressing(named, "imgs", false),
+            (
+                "https://imgs.acct.r2.cloudflarestorage.com".to_string(),
+                true
+            )
+        );
+        // No bucket can go into an IP address: path style.
+        let ip = "http://127.0.0.1:3900";
+        assert_eq!(addressing(ip, "imgs", false), (ip.to_string(), false));
+        assert_eq!(
+            addressing("http://minio.internal:9000", "imgs", false),
+            ("http://imgs.minio.internal:9000".to_string(), true)
+        );
+    }
 
     #[test]
     fn metadata_round_trips_through_attributes() {
