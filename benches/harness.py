@@ -58,17 +58,20 @@ RSS_HEADROOM_MB = 64
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp", "gif", "avif")
 STORE_FILE_RE = re.compile(r"^img_[0-9a-f]{24}\.(%s)$" % "|".join(IMAGE_EXTS))
 
-# Every setting permaproxy reads (CONTRACT.md). Stripped from the inherited
-# environment so a developer's shell cannot change the benchmark.
-PERMAPROXY_SETTINGS = """UPSTREAM_URL LISTEN_ADDR PORT METRICS_ADDR PUBLIC_BASE_URL
-IMAGE_HOSTING_ENABLED IMAGE_REWRITE_PATHS REPLICATE_HOSTS IMAGE_ALLOW_HTTP_SOURCES
-IMAGE_REWRITE_MAX_BODY_BYTES IMAGE_USER_ID_HEADER IMAGE_USER_ID_FROM IMAGE_PERSIST_MODE
-IMAGE_PERSIST_TIMEOUT_MS IMAGE_STORAGE_PATH IMAGE_MEMORY_CACHE_MB IMAGE_MAX_BYTES
-IMAGE_MAX_PIXELS IMAGE_DOWNLOAD_RETRIES IMAGE_DOWNLOAD_CONCURRENCY
-IMAGE_DOWNLOAD_CONNECT_TIMEOUT_MS IMAGE_DOWNLOAD_TIMEOUT_MS IMAGE_DOWNLOAD_RATE_PER_SEC
-IMAGE_DOWNLOAD_BURST TRUST_FORWARDED_FOR IMAGE_MAX_AGE_DAYS IMAGE_PER_USER_LIMIT
-IMAGE_STORAGE_MAX_BYTES IMAGE_MIN_FREE_BYTES IMAGE_CLEANUP_INTERVAL_SECS ADMIN_TOKEN
-LOG_FORMAT SHUTDOWN_GRACE_SECS WORKER_THREADS RUST_LOG""".split()
+# Every setting permaproxy reads, taken from the table in src/config/settings.rs
+# (the single source of truth) so the list cannot drift. Stripped from the
+# inherited environment so a developer's shell cannot change the benchmark.
+def _settings_names():
+    path = os.path.join(REPO, "src", "config", "settings.rs")
+    try:
+        with open(path) as f:
+            names = re.findall(r'\b(?:s|secret)\("([A-Z][A-Z0-9_]+)"', f.read())
+    except OSError:
+        names = []
+    return set(names) | {"RUST_LOG"}
+
+
+PERMAPROXY_SETTINGS = _settings_names()
 
 # --------------------------------------------------------------------------
 # small helpers
@@ -281,6 +284,23 @@ def status_kb(pid, field):
     except OSError:
         pass
     return None
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def tree_cpu_seconds(pid):
+    """utime + stime of a process (all its threads) and its direct children
+    (nginx's workers), in seconds."""
+    total = 0
+    for p in [pid] + proc_children(pid):
+        try:
+            with open("/proc/%d/stat" % p) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / float(CLK_TCK)
 
 
 class RssSampler:
@@ -556,6 +576,7 @@ def aggregate(runs):
         "socket_detail": "; ".join(r["socket_detail"] for r in runs if r["socket_errors"]),
         "non2xx": sum(r["non2xx"] for r in runs),
         "peak_rss_mb": max((r.get("peak_rss_mb") or 0) for r in runs) or None,
+        "cpu_us": median([r.get("cpu_us") for r in runs]),
         "runs": len(runs),
         "rps_all": [r["rps"] for r in runs],
     }
@@ -590,14 +611,20 @@ def run_scenario(sc, sides, args, wrk, images, results):
     per_side = {side: [] for side, _, _ in live}
     for i in range(args.runs):
         for side, port, pid in live:
+            cpu0 = tree_cpu_seconds(pid)
             with RssSampler(pid) as rss:
                 r = run_wrk(wrk, "http://127.0.0.1:%d%s" % (port, path), args.wrk_threads,
                             sc["conns"], args.duration, timeout_s)
+            cpu = tree_cpu_seconds(pid) - cpu0
             r["peak_rss_mb"] = rss.peak_mb
+            # Server CPU per request: steadier than req/s on a shared machine,
+            # because it does not depend on how much CPU was left over for us.
+            r["cpu_us"] = cpu * 1e6 / r["requests"] if r.get("requests") else None
             per_side[side].append(r)
-            log("  run %d/%d %-10s %10.0f req/s %9.1f MB/s p50 %s p99 %s errors %d rss %.1f MB"
-                % (i + 1, args.runs, side, r["rps"], r["mbps"] or 0, fmt(r["p50_ms"], "%.2fms"),
-                   fmt(r["p99_ms"], "%.2fms"), r["errors"], rss.peak_mb))
+            log("  run %d/%d %-10s %10.0f req/s %9.1f MB/s p50 %s p99 %s errors %d rss %.1f MB "
+                "cpu %s us/req" % (i + 1, args.runs, side, r["rps"], r["mbps"] or 0,
+                                   fmt(r["p50_ms"], "%.2fms"), fmt(r["p99_ms"], "%.2fms"),
+                                   r["errors"], rss.peak_mb, fmt(r["cpu_us"], "%.1f")))
     aggs = {}
     for side, _, _ in live:
         aggs[side] = aggregate(per_side[side])
@@ -622,6 +649,9 @@ def judge(sc, aggs, results):
                                    verdict(thr is not None and thr >= thr_target)))
         else:
             results.ratios.append((name, "throughput", thr, "(no target)", ""))
+        if n.get("cpu_us") and p.get("cpu_us"):
+            results.ratios.append((name, "server CPU per request", p["cpu_us"] / n["cpu_us"],
+                                   "(no target; lower is better)", ""))
         if sc["name"] == "passthrough":
             results.ratios.append((name, "p99", p99, "<= 1.0x",
                                    verdict(p99 is not None and p99 <= 1.0)))
@@ -648,6 +678,10 @@ def judge(sc, aggs, results):
 
 class QuietHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle on, the body waits
+    # for the client's delayed ACK of the headers (40 ms on Linux), which made
+    # every direct download look 40 ms slow.
+    disable_nagle_algorithm = True
 
     def log_message(self, *a):
         pass
@@ -855,9 +889,19 @@ def run_generation(args, binary, tmpdir, results):
                 for e in sorted(set(errs))[:3]:
                     results.notes.append("%s / %s error: %s" % (label, side, e))
             added = (median(pl) - median(dl)) if (pl and dl) else None
-            results.absolute.append(("rewrite, " + label, "added latency = median(proxy) - median(direct)",
-                                     fmt(added, "%.2f ms"), "<= 5 ms",
-                                     verdict(added is not None and added <= 5.0 and not perr)))
+            if conns == 1:
+                # The rewrite target: one generate response with 4 images costs
+                # no more than the 4 downloads themselves plus 5 ms.
+                results.absolute.append(("rewrite, " + label,
+                                         "added latency = median(proxy) - median(direct)",
+                                         fmt(added, "%.2f ms"), "<= 5 ms",
+                                         verdict(added is not None and added <= 5.0 and not perr)))
+            else:
+                # Under load the proxy also stores 400 images (fsynced) and caps
+                # downloads at IMAGE_DOWNLOAD_CONCURRENCY; reported, not judged.
+                results.absolute.append(("rewrite, " + label,
+                                         "added latency = median(proxy) - median(direct)",
+                                         fmt(added, "%.2f ms"), "(reported)", ""))
             results.absolute.append(("rewrite, " + label, "permaproxy errors", str(len(perr)), "0",
                                      verdict(not perr)))
         results.absolute.append(("load test: 100 concurrent generations", "permaproxy peak RSS",
@@ -963,17 +1007,17 @@ def render(info, results, images):
     L += ["| machine | |", "|---|---|"] + ["| %s | %s |" % kv for kv in info] + [""]
     L += ["Images: " + ", ".join("%s = %d bytes (%dx%d PNG)" % (k, v["bytes"], v["dims"][0], v["dims"][1])
                                  for k, v in sorted(images.items())), ""]
-    L += ["| scenario | side | req/s | MB/s | p50 | p99 | errors | peak RSS |",
-          "|---|---|---:|---:|---:|---:|---:|---:|"]
+    L += ["| scenario | side | req/s | MB/s | p50 | p99 | errors | peak RSS | CPU/req |",
+          "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in results.rows:
         a = row["agg"]
         if a is None:
-            L.append("| %s | %s | skipped | | | | | |" % (row["scenario"], row["side"]))
+            L.append("| %s | %s | skipped | | | | | | |" % (row["scenario"], row["side"]))
             continue
-        L.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             row["scenario"], row["side"], fmt(a["rps"], "%.0f"), fmt(a["mbps"], "%.1f"),
             fmt(a["p50_ms"], "%.2f ms"), fmt(a["p99_ms"], "%.2f ms"), a["errors"],
-            fmt(a["peak_rss_mb"], "%.1f MB")))
+            fmt(a["peak_rss_mb"], "%.1f MB"), fmt(a.get("cpu_us"), "%.1f us")))
     L += ["", "## Ratios (permaproxy / nginx)", "",
           "| scenario | metric | ratio | target | verdict |", "|---|---|---:|---|---|"]
     for name, metric, value, target, v in results.ratios:
@@ -988,7 +1032,10 @@ def render(info, results, images):
     L += ["", "MB/s is wrk's Transfer/sec in MiB. p50/p99 come from wrk --latency (per run, median "
           "across runs); errors = wrk non-2xx/3xx + socket errors, summed across runs. Peak RSS = "
           "max across runs of the process tree's VmRSS sampled every 50 ms (and VmHWM after a "
-          "clear_refs reset for single-process servers)."]
+          "clear_refs reset for single-process servers). CPU/req = the server's user + system "
+          "CPU time during the run (all threads, and nginx's workers) divided by the requests "
+          "served (median across runs): it does not count wrk or the upstream, and it is "
+          "steadier than req/s when other work shares the machine."]
     return "\n".join(L) + "\n"
 
 
@@ -1027,6 +1074,11 @@ def main():
     ap.add_argument("--gen-sequential", type=int)
     ap.add_argument("--gen-rounds", type=int)
     ap.add_argument("--gen-fill-timeout", type=int, default=300)
+    ap.add_argument("--max-load", type=float, default=1.5,
+                    help="wait while the 1-minute load average is above this (default 1.5)")
+    ap.add_argument("--load-wait", type=int,
+                    help="seconds to wait for --max-load, polling every 30 s "
+                    "(default 900, 0 with --quick); then run anyway and say so")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "latest.md"))
     ap.add_argument("--keep-tmp", action="store_true")
     ap.add_argument("--standin", nargs="+", help=argparse.SUPPRESS)
@@ -1044,6 +1096,8 @@ def main():
     args.duration = args.duration or (3 if args.quick else 10)
     args.gen_sequential = args.gen_sequential or (10 if args.quick else 30)
     args.gen_rounds = args.gen_rounds or (1 if args.quick else 3)
+    if args.load_wait is None:
+        args.load_wait = 0 if args.quick else 900
     only = set(args.only.split(",")) if args.only else None
 
     nginx, wrk = find_tool("nginx"), find_tool("wrk")
@@ -1070,7 +1124,15 @@ def main():
     signal.signal(signal.SIGTERM, on_term)
     results = Results()
     info = machine_info(nginx, wrk, binary, args)
+    deadline = time.time() + args.load_wait
+    while float(loadavg().split()[0]) > args.max_load and time.time() < deadline:
+        log("load average %s is above %.1f; waiting (up to %ds more)"
+            % (loadavg(), args.max_load, deadline - time.time()))
+        time.sleep(30)
     load_start = loadavg()
+    if float(load_start.split()[0]) > args.max_load:
+        results.notes.append("load average was %s at start, above --max-load %.1f: other work "
+                             "shared the machine" % (load_start, args.max_load))
     if float(load_start.split()[0]) > 0.5 * (os.cpu_count() or 1):
         log("WARNING: load average is %s on %d CPUs; other work on this machine will skew the "
             "numbers" % (load_start, os.cpu_count() or 1))

@@ -7,6 +7,10 @@
 #   benches/run.sh --no-build   use the existing target/release/permaproxy
 #   benches/run.sh --help       all harness options (--only, --workers, --runs, ...)
 #
+# A full run first waits (up to 15 minutes, polling every 30 s) for the 1-minute
+# load average to drop below 1.5 (--max-load, --load-wait), and records the
+# load next to the results: on a shared machine other work skews req/s.
+#
 # Installs nginx and wrk with apt-get when missing, builds the release binary,
 # then runs benches/harness.py (Python 3 stdlib only). The table is printed and
 # written to benches/results/latest.md.

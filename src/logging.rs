@@ -40,6 +40,12 @@ pub fn redact_path(uri: &http::Uri) -> String {
     let Some(query) = uri.query() else {
         return path.to_string();
     };
+    let secret = |pair: &str| pair.split_once('=').is_some_and(|(k, _)| is_secret_name(k));
+    if !query.split('&').any(secret) {
+        // The common case, on every access line: nothing to hide, so no
+        // rebuilding (this used to allocate per parameter, per request).
+        return format!("{path}?{query}");
+    }
     let redacted: Vec<String> = query
         .split('&')
         .map(|pair| match pair.split_once('=') {
@@ -51,7 +57,6 @@ pub fn redact_path(uri: &http::Uri) -> String {
 }
 
 fn is_secret_name(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
     [
         "token",
         "key",
@@ -66,7 +71,15 @@ fn is_secret_name(name: &str) -> bool {
         "code",
     ]
     .iter()
-    .any(|s| n.contains(s))
+    .any(|word| contains_ignore_ascii_case(name, word))
+}
+
+/// `name.to_ascii_lowercase().contains(word)` for a lowercase `word`,
+/// without the allocation.
+fn contains_ignore_ascii_case(name: &str, word: &str) -> bool {
+    name.as_bytes()
+        .windows(word.len())
+        .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
 }
 
 #[cfg(test)]
@@ -83,5 +96,13 @@ mod tests {
             out,
             "/a?x=1&access_token=REDACTED&api_key=REDACTED&X-Amz-Signature=REDACTED"
         );
+    }
+
+    #[test]
+    fn keeps_harmless_queries_as_they_are() {
+        let path = |s: &str| redact_path(&s.parse::<http::Uri>().unwrap());
+        assert_eq!(path("/v1/models"), "/v1/models");
+        assert_eq!(path("/v1/models?page=2&x"), "/v1/models?page=2&x");
+        assert_eq!(path("/a?PassWord=1&k"), "/a?PassWord=REDACTED&k");
     }
 }

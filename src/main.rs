@@ -7,6 +7,12 @@ use std::sync::{Arc, LazyLock};
 use clap::{Parser, Subcommand};
 use permaproxy::config::{settings, Config, StorageBackend};
 
+/// mimalloc instead of glibc malloc: per-thread free lists without arena
+/// locks, and freed pages kept for reuse instead of unmapped and faulted in
+/// again (BENCHMARKS.md, "What each change bought").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 static SETTINGS_HELP: LazyLock<String> = LazyLock::new(settings::help_text);
 
 #[derive(Parser)]

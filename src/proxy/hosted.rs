@@ -96,7 +96,8 @@ enum Body {
 }
 
 impl Body {
-    fn meta(&self) -> &ImageMeta {
+    /// Shared, not copied: cloning an `ImageMeta` costs five allocations.
+    fn meta(&self) -> &std::sync::Arc<ImageMeta> {
         match self {
             Body::Memory(img) => &img.meta,
             Body::Stream(meta) => meta,
@@ -138,7 +139,7 @@ async fn load(
 }
 
 async fn write_image(app: &App, session: &mut Session, body: Body) -> Result<(), ApiError> {
-    let meta = body.meta().clone();
+    let meta = std::sync::Arc::clone(body.meta());
     let req = session.req_header();
     let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
     let conditions = Conditions {
@@ -162,7 +163,9 @@ async fn write_image(app: &App, session: &mut Session, body: Body) -> Result<(),
         (Body::Stream(meta), false) => Some(open_stream(app, meta, range).await?),
         _ => None,
     };
-    let mut resp = ResponseHeader::build(serve::status(&plan), Some(10))
+    // No case map: these names are ours and lowercase, and keeping a second
+    // map of their original case cost a hash insert per header.
+    let mut resp = ResponseHeader::build_no_case(serve::status(&plan), Some(10))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     for (k, v) in serve::headers(&meta, &plan) {
         resp.insert_header(k, v)

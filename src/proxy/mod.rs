@@ -128,6 +128,12 @@ impl App {
 impl ProxyHttp for App {
     type CTX = Ctx;
 
+    /// No downstream modules. Pingora's default adds a response-compression
+    /// module at level 0, which compresses nothing but still builds a
+    /// context and runs its filters on every request (about 1.5% of a
+    /// pass-through request's instructions; BENCHMARKS.md).
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> Ctx {
         Ctx {
             route: Route::Passthrough,

@@ -91,6 +91,73 @@ impl S3Store {
         self.object(&format!("~state/{name}"))
     }
 
+    async fn upload(
+        &self,
+        staged: &Path,
+        meta: &ImageMeta,
+        path: &ObjectPath,
+    ) -> Result<(), StoreError> {
+        let attrs = attributes(meta);
+        let mut file = tokio::fs::File::open(staged)
+            .await
+            .map_err(StoreError::from_io)?;
+        if meta.size <= MULTIPART_THRESHOLD {
+            let mut data = Vec::with_capacity(meta.size as usize);
+            file.read_to_end(&mut data)
+                .await
+                .map_err(StoreError::from_io)?;
+            let opts = PutOptions {
+                attributes: attrs,
+                ..Default::default()
+            };
+            self.store
+                .put_opts(path, PutPayload::from(data), opts)
+                .await
+                .map_err(backend)?;
+            return Ok(());
+        }
+        let opts = object_store::PutMultipartOptions {
+            attributes: attrs,
+            ..Default::default()
+        };
+        let upload = self
+            .store
+            .put_multipart_opts(path, opts)
+            .await
+            .map_err(backend)?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf).await.map_err(StoreError::from_io)?;
+            if n == 0 {
+                break;
+            }
+            writer.wait_for_capacity(2).await.map_err(backend)?;
+            writer.write(&buf[..n]);
+        }
+        writer.finish().await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn find(&self, key: &ImageKey) -> Result<Option<ImageMeta>, StoreError> {
+        // The extension is not part of the key, so find the object by
+        // listing its name without one.
+        let prefix = self.object(&format!("{}/", key.user));
+        let wanted = format!("{}.", key.id);
+        let mut list = self.store.list(Some(&prefix));
+        while let Some(item) = list.next().await {
+            let item = item.map_err(backend)?;
+            if item
+                .location
+                .filename()
+                .is_some_and(|f| f.starts_with(&wanted))
+            {
+                return self.meta_at(&item.location).await;
+            }
+        }
+        Ok(None)
+    }
+
     /// The image's metadata from the object's attributes.
     async fn meta_at(&self, path: &ObjectPath) -> Result<Option<ImageMeta>, StoreError> {
         let opts = GetOptions {
@@ -201,67 +268,21 @@ fn meta_from_attributes(a: &Attributes, size: u64) -> Option<ImageMeta> {
 impl Store for S3Store {
     async fn put(&self, staged: &Path, meta: &ImageMeta) -> Result<(), StoreError> {
         let path = self.object(&meta.relative_path());
-        let attrs = attributes(meta);
-        let mut file = tokio::fs::File::open(staged)
-            .await
-            .map_err(StoreError::from_io)?;
-        if meta.size <= MULTIPART_THRESHOLD {
-            let mut data = Vec::with_capacity(meta.size as usize);
-            file.read_to_end(&mut data)
-                .await
-                .map_err(StoreError::from_io)?;
-            let opts = PutOptions {
-                attributes: attrs,
-                ..Default::default()
-            };
-            self.store
-                .put_opts(&path, PutPayload::from(data), opts)
-                .await
-                .map_err(backend)?;
-            return Ok(());
+        match self.upload(staged, meta, &path).await {
+            Ok(()) => Ok(()),
+            // Two replicas writing the same source race on one key; the
+            // loser's multipart upload can be answered NoSuchUpload. Same
+            // key means same bytes, so the winner's object is as good.
+            Err(e) => match self.meta_at(&path).await {
+                Ok(Some(existing)) if existing.sha256 == meta.sha256 => Ok(()),
+                _ => Err(e),
+            },
         }
-        let opts = object_store::PutMultipartOptions {
-            attributes: attrs,
-            ..Default::default()
-        };
-        let upload = self
-            .store
-            .put_multipart_opts(&path, opts)
-            .await
-            .map_err(backend)?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = file.read(&mut buf).await.map_err(StoreError::from_io)?;
-            if n == 0 {
-                break;
-            }
-            writer.wait_for_capacity(2).await.map_err(backend)?;
-            writer.write(&buf[..n]);
-        }
-        writer.finish().await.map_err(backend)?;
-        Ok(())
     }
 
     async fn head(&self, key: &ImageKey) -> Result<Option<ImageMeta>, StoreError> {
-        // The extension is not part of the key, so find the object by
-        // listing its name without one.
-        let prefix = self.object(&format!("{}/", key.user));
-        let wanted = format!("{}.", key.id);
-        let mut list = self.store.list(Some(&prefix));
-        while let Some(item) = list.next().await {
-            let item = item.map_err(backend)?;
-            if item
-                .location
-                .filename()
-                .is_some_and(|f| f.starts_with(&wanted))
-            {
-                return self.meta_at(&item.location).await;
-            }
-        }
-        Ok(None)
+        self.find(key).await
     }
-
     async fn read(
         &self,
         meta: &ImageMeta,
