@@ -97,9 +97,9 @@ fn bench_rewrite(c: &mut Criterion) {
         })
     });
     g.throughput(Throughput::Bytes(plain.len() as u64));
-    assert!(!rewrite::may_contain_sources(plain.as_bytes(), &needles));
+    assert!(!rewrite::may_contain_sources(plain.as_bytes(), needles));
     g.bench_function("may_contain_sources, 2 KB without URLs", |b| {
-        b.iter(|| rewrite::may_contain_sources(black_box(plain.as_bytes()), &needles))
+        b.iter(|| rewrite::may_contain_sources(black_box(plain.as_bytes()), needles))
     });
     g.bench_function("scan, 2 KB without URLs (what the fast path skips)", |b| {
         b.iter(|| rewrite::scan(black_box(plain.as_bytes()), &m).unwrap())

@@ -237,8 +237,7 @@ async fn rewrite_body(
         None | Some("") | Some("identity") => raw.to_vec(),
         Some(enc) => decode(enc, raw, app.cfg.rewrite_max_body)?,
     };
-    let needles = app.cfg.sources.needles();
-    if !rewrite::may_contain_sources(&decoded, &needles) {
+    if !rewrite::may_contain_sources(&decoded, app.cfg.sources.needles()) {
         return None;
     }
     let scan = rewrite::scan(&decoded, &app.cfg.sources).ok()?;

@@ -379,6 +379,12 @@ impl Hosting {
         if let Some(f) = self.journal.failed(key) {
             return Lookup::Unavailable(f.reason);
         }
+        // A disk store has one writer, this process, and the index mirrors
+        // it; only a shared bucket can hold images the index has not seen.
+        // So a 404 on disk costs no file-system probe.
+        if self.cfg.storage_backend == StorageBackend::Disk {
+            return Lookup::Missing;
+        }
         match self.store.head(key).await {
             Ok(Some(meta)) => {
                 let entry = self.index.insert(meta.clone(), now_ms());

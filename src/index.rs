@@ -36,6 +36,9 @@ pub struct Index {
     map: RwLock<HashMap<ImageKey, Arc<Entry>>>,
     access_path: PathBuf,
     dirty: AtomicBool,
+    /// Sum of image sizes in `map`, kept as entries come and go so totals
+    /// never walk the whole index. Changed only under the map's write lock.
+    bytes: AtomicU64,
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -72,10 +75,12 @@ impl Index {
                 }),
             );
         }
+        let bytes = map.values().map(|e| e.meta.size).sum();
         let index = Index {
             map: RwLock::new(map),
             access_path,
             dirty: AtomicBool::new(false),
+            bytes: AtomicU64::new(bytes),
         };
         index.publish_totals();
         index
@@ -99,14 +104,28 @@ impl Index {
             meta: Arc::new(meta),
             accessed_ms: AtomicU64::new(now_ms),
         });
-        write(&self.map).insert(key, entry.clone());
+        {
+            let mut map = write(&self.map);
+            let replaced = map
+                .insert(key, entry.clone())
+                .map_or(0, |old| old.meta.size);
+            self.bytes.fetch_add(entry.meta.size, Ordering::Relaxed);
+            self.bytes.fetch_sub(replaced, Ordering::Relaxed);
+        }
         self.dirty.store(true, Ordering::Relaxed);
         self.publish_totals();
         Some(entry)
     }
 
     pub fn remove(&self, key: &ImageKey) -> Option<Arc<Entry>> {
-        let removed = write(&self.map).remove(key);
+        let removed = {
+            let mut map = write(&self.map);
+            let removed = map.remove(key);
+            if let Some(e) = &removed {
+                self.bytes.fetch_sub(e.meta.size, Ordering::Relaxed);
+            }
+            removed
+        };
         if removed.is_some() {
             self.dirty.store(true, Ordering::Relaxed);
             self.publish_totals();
@@ -115,20 +134,17 @@ impl Index {
     }
 
     pub fn rows(&self) -> Vec<Row> {
-        read(&self.map)
-            .iter()
-            .map(|(k, e)| Row {
-                key: k.clone(),
-                meta: e.meta.clone(),
-                accessed_ms: e.accessed_ms(),
-            })
-            .collect()
+        self.rows_where(|_| true)
     }
 
     pub fn user_rows(&self, user: &UserId) -> Vec<Row> {
+        self.rows_where(|k| &k.user == user)
+    }
+
+    fn rows_where(&self, keep: impl Fn(&ImageKey) -> bool) -> Vec<Row> {
         read(&self.map)
             .iter()
-            .filter(|(k, _)| &k.user == user)
+            .filter(|(k, _)| keep(k))
             .map(|(k, e)| Row {
                 key: k.clone(),
                 meta: e.meta.clone(),
@@ -140,7 +156,7 @@ impl Index {
     /// (images, bytes)
     pub fn totals(&self) -> (usize, u64) {
         let map = read(&self.map);
-        (map.len(), map.values().map(|e| e.meta.size).sum())
+        (map.len(), self.bytes.load(Ordering::Relaxed))
     }
 
     fn publish_totals(&self) {

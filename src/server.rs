@@ -116,6 +116,10 @@ fn watch_shutdown(server: &Server, hosting: Arc<Hosting>, grace: Duration) {
     });
 }
 
+fn later_interval(period: Duration) -> tokio::time::Interval {
+    tokio::time::interval_at(tokio::time::Instant::now() + period, period)
+}
+
 struct Maintenance {
     hosting: Arc<Hosting>,
 }
@@ -133,10 +137,11 @@ impl BackgroundService for Maintenance {
         }
         let mut cleanup = tokio::time::interval(h.cfg.cleanup_interval);
         let mut flush_tick = tokio::time::interval(FLUSH_EVERY);
-        let mut retry_tick = tokio::time::interval(RETRY_PENDING_EVERY);
+        // Recovery ran just above and the index was listed at open, so
+        // these start one period from now instead of repeating that work.
+        let mut retry_tick = later_interval(RETRY_PENDING_EVERY);
         let shared = h.cfg.storage_backend == crate::config::StorageBackend::S3;
-        let mut refresh_tick =
-            tokio::time::interval(h.cfg.cache_revalidate.max(Duration::from_secs(5)));
+        let mut refresh_tick = later_interval(h.cfg.cache_revalidate.max(Duration::from_secs(5)));
         loop {
             tokio::select! {
                 // on_first_hit is lazy by design: only requests (and a

@@ -16,6 +16,8 @@ enum HostPattern {
 pub struct SourceMatcher {
     patterns: Vec<HostPattern>,
     allow_http: bool,
+    /// Derived from `patterns` once, so the rewrite path never rebuilds it.
+    needles: Vec<String>,
 }
 
 /// What kind of source a JSON string is.
@@ -64,9 +66,18 @@ impl SourceMatcher {
         if patterns.is_empty() {
             return Err("must list at least one host".into());
         }
+        let mut needles: Vec<String> = patterns
+            .iter()
+            .map(|p| match p {
+                HostPattern::Exact { host, .. } => host.clone(),
+                HostPattern::Wildcard { suffix, .. } => suffix.clone(),
+            })
+            .collect();
+        needles.push("data:".to_string());
         Ok(SourceMatcher {
             patterns,
             allow_http,
+            needles,
         })
     }
 
@@ -126,17 +137,8 @@ impl SourceMatcher {
 
     /// Cheap byte needles: a body holding none of them cannot hold a source,
     /// so it is not parsed at all.
-    pub fn needles(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .patterns
-            .iter()
-            .map(|p| match p {
-                HostPattern::Exact { host, .. } => host.clone(),
-                HostPattern::Wildcard { suffix, .. } => suffix.clone(),
-            })
-            .collect();
-        out.push("data:".to_string());
-        out
+    pub fn needles(&self) -> &[String] {
+        &self.needles
     }
 }
 

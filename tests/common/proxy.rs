@@ -86,13 +86,19 @@ pub struct Proxy {
     client: reqwest::Client,
 }
 
-fn scrubbed_command(bin: &str) -> Command {
-    let mut cmd = Command::new(bin);
+/// Removes from `cmd` every inherited variable the harness controls, so a
+/// developer's shell cannot leak settings into a test.
+pub fn scrub_env(cmd: &mut Command) {
     for (k, _) in std::env::vars() {
         if CONTROLLED_PREFIXES.iter().any(|p| k.starts_with(p)) {
             cmd.env_remove(k);
         }
     }
+}
+
+fn scrubbed_command(bin: &str) -> Command {
+    let mut cmd = Command::new(bin);
+    scrub_env(&mut cmd);
     cmd.stdin(Stdio::null());
     cmd
 }

@@ -13,7 +13,7 @@
 //! Every request is recorded (method, path+query, headers, body).
 
 use super::server::{self, full, text_response, Body, Running};
-use super::util::{big_bytes, gzip};
+use super::util::{big_bytes, find_header, gzip};
 use bytes::Bytes;
 use futures::FutureExt;
 use http_body_util::BodyExt;
@@ -38,11 +38,7 @@ pub struct RecordedRequest {
 
 impl RecordedRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
+        find_header(&self.headers, name)
     }
 
     pub fn json(&self) -> serde_json::Value {

@@ -75,29 +75,7 @@ impl NsProxy {
         .arg("sh")
         .arg(&hosts_file)
         .arg(common::proxy::BIN);
-        // The settings the harness controls, as `Proxy` scrubs them.
-        const SCRUB: &[&str] = &[
-            "UPSTREAM_URL",
-            "LISTEN_ADDR",
-            "PORT",
-            "METRICS_ADDR",
-            "PUBLIC_BASE_URL",
-            "IMAGE_",
-            "REPLICATE_HOSTS",
-            "TRUST_FORWARDED_FOR",
-            "ADMIN_TOKEN",
-            "LOG_FORMAT",
-            "RUST_LOG",
-            "SHUTDOWN_GRACE_SECS",
-            "WORKER_THREADS",
-            "S3_",
-            "PERMAPROXY_",
-        ];
-        for (k, _) in std::env::vars() {
-            if SCRUB.iter().any(|p| k.starts_with(p)) {
-                cmd.env_remove(k);
-            }
-        }
+        common::proxy::scrub_env(&mut cmd);
         cmd.env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env("METRICS_ADDR", format!("127.0.0.1:{admin_port}"))
             .env("UPSTREAM_URL", upstream)
