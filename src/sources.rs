@@ -84,7 +84,9 @@ impl SourceMatcher {
     /// Is this whole string a source? A string that merely contains a URL is
     /// not one.
     pub fn classify(&self, s: &str) -> Option<Source> {
-        if s.len() > 11 && s[..5].eq_ignore_ascii_case("data:") {
+        // Compared as bytes: user text such as "httpé…" has no char boundary
+        // at 5, and slicing the str there would panic the request.
+        if s.len() > 11 && s.as_bytes()[..5].eq_ignore_ascii_case(b"data:") {
             return is_image_data_uri(s).then_some(Source::Data);
         }
         if s.len() > 2048 || s.bytes().any(|b| b.is_ascii_whitespace() || b < 0x20) {
@@ -283,6 +285,14 @@ mod tests {
         );
         assert_eq!(m.classify("data:text/html;base64,AAAA"), None);
         assert_eq!(m.classify("data:image/png,rawtext"), None);
+    }
+
+    #[test]
+    fn multibyte_text_never_panics() {
+        let m = m();
+        for s in ["httpé and more text", "dataé:xxxxxxxxx", "httpsé://x.y/zzzzz", "ééééééééé", "data\u{1F600}xxxxxxx"] {
+            assert_eq!(m.classify(s), None, "{s}");
+        }
     }
 
     #[test]
