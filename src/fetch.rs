@@ -55,7 +55,10 @@ enum AttemptError {
 }
 
 pub struct Fetcher {
-    client: reqwest::Client,
+    /// Public addresses only.
+    public: reqwest::Client,
+    /// Also private addresses, for hosts listed exactly with their port.
+    private: reqwest::Client,
     matcher: SourceMatcher,
     max_bytes: u64,
     max_pixels: u64,
@@ -77,14 +80,18 @@ impl std::error::Error for ForbiddenAddress {}
 
 /// Resolves, then drops every address a download may not reach. The
 /// connection is made to what this returns, so the check cannot be raced.
+/// The resolver never sees the port, so it is told up front whether private
+/// addresses are allowed: the fetcher picks the client per hop, from the
+/// host and port of that hop's URL.
 struct GuardedResolver {
     matcher: SourceMatcher,
+    allow_private: bool,
 }
 
 impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_string();
-        let allow_private = self.matcher.host_listed_exactly(&host);
+        let allow_private = self.allow_private && self.matcher.host_listed(&host);
         Box::pin(async move {
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
                 .await?
@@ -100,33 +107,29 @@ impl reqwest::dns::Resolve for GuardedResolver {
     }
 }
 
+fn build_client(cfg: &Config, allow_private: bool) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .dns_resolver(Arc::new(GuardedResolver {
+            matcher: cfg.sources.clone(),
+            allow_private,
+        }))
+        // Redirects are followed by hand, so every hop is checked and sent
+        // through the client its own host and port call for.
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(cfg.download_connect_timeout)
+        .timeout(cfg.download_timeout)
+        .pool_max_idle_per_host(cfg.download_concurrency)
+        .user_agent(concat!("permaproxy/", env!("CARGO_PKG_VERSION")))
+        .no_proxy()
+        .build()
+}
+
 impl Fetcher {
     pub fn new(cfg: &Config, staging: &Path) -> Result<Fetcher, reqwest::Error> {
-        let matcher = cfg.sources.clone();
-        let redirect_matcher = matcher.clone();
-        let client = reqwest::Client::builder()
-            .dns_resolver(Arc::new(GuardedResolver {
-                matcher: matcher.clone(),
-            }))
-            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
-                if attempt.previous().len() > MAX_REDIRECTS {
-                    attempt.error("more than 3 redirects")
-                } else if let Some(why) = forbidden_reason(&redirect_matcher, attempt.url()) {
-                    let msg = format!("redirect to {}: {why}", attempt.url());
-                    attempt.error(msg)
-                } else {
-                    attempt.follow()
-                }
-            }))
-            .connect_timeout(cfg.download_connect_timeout)
-            .timeout(cfg.download_timeout)
-            .pool_max_idle_per_host(cfg.download_concurrency)
-            .user_agent(concat!("permaproxy/", env!("CARGO_PKG_VERSION")))
-            .no_proxy()
-            .build()?;
         Ok(Fetcher {
-            client,
-            matcher,
+            public: build_client(cfg, false)?,
+            private: build_client(cfg, true)?,
+            matcher: cfg.sources.clone(),
             max_bytes: cfg.max_bytes,
             max_pixels: cfg.max_pixels,
             retries: cfg.download_retries,
@@ -176,13 +179,39 @@ impl Fetcher {
         }
     }
 
+    /// GETs `url`, following at most [`MAX_REDIRECTS`] redirects, each hop
+    /// checked against the source policy before it is requested.
+    async fn get_following(&self, url: &url::Url) -> Result<reqwest::Response, AttemptError> {
+        let mut url = url.clone();
+        for hop in 0..=MAX_REDIRECTS {
+            let client = if self.matcher.private_allowed(&url) {
+                &self.private
+            } else {
+                &self.public
+            };
+            let resp = client.get(url.clone()).send().await.map_err(classify)?;
+            if !matches!(resp.status().as_u16(), 301 | 302 | 303 | 307 | 308) {
+                return Ok(resp);
+            }
+            if hop == MAX_REDIRECTS {
+                break;
+            }
+            let next = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|loc| url.join(loc).ok())
+                .ok_or_else(|| rejected("redirect without a usable Location".into()))?;
+            if let Some(why) = forbidden_reason(&self.matcher, &next) {
+                return Err(rejected(format!("redirect to {next}: {why}")));
+            }
+            url = next;
+        }
+        Err(rejected(format!("more than {MAX_REDIRECTS} redirects")))
+    }
+
     async fn attempt(&self, url: &url::Url) -> Result<Downloaded, AttemptError> {
-        let mut resp = self
-            .client
-            .get(url.clone())
-            .send()
-            .await
-            .map_err(classify)?;
+        let mut resp = self.get_following(url).await?;
         let status = resp.status().as_u16();
         match status {
             200..=299 => {}
@@ -263,6 +292,10 @@ fn record_outcome(result: &Result<Downloaded, FetchError>, started: Instant) {
     m.downloads.with_label_values(&[outcome]).inc();
 }
 
+fn rejected(why: String) -> AttemptError {
+    AttemptError::Final(FetchError::Rejected(why))
+}
+
 fn too_big(max: u64) -> FetchError {
     FetchError::Rejected(format!(
         "image is larger than IMAGE_MAX_BYTES ({max} bytes)"
@@ -294,8 +327,8 @@ fn forbidden_reason(matcher: &SourceMatcher, url: &url::Url) -> Option<String> {
         .trim_end_matches(']')
         .parse::<IpAddr>()
     {
-        Ok(ip) if !address_is_public(ip) && !matcher.host_listed_exactly(host) => Some(format!(
-            "{host} is a private or loopback address not listed exactly in REPLICATE_HOSTS"
+        Ok(ip) if !address_is_public(ip) && !matcher.private_allowed(url) => Some(format!(
+            "{host} is a private or loopback address not listed exactly (host and port) in REPLICATE_HOSTS"
         )),
         _ => None,
     }
@@ -308,12 +341,6 @@ fn classify(e: reqwest::Error) -> AttemptError {
             return AttemptError::Final(FetchError::Rejected(f.to_string()));
         }
         source = s.source();
-    }
-    if e.is_redirect() {
-        return AttemptError::Final(FetchError::Rejected(format!(
-            "redirect refused: {}",
-            error_chain(&e)
-        )));
     }
     AttemptError::Retry(error_chain(&e))
 }

@@ -128,13 +128,33 @@ impl SourceMatcher {
         })
     }
 
-    /// Hosts an operator listed exactly may resolve to private addresses:
-    /// that is how a source on the same private network is allowed on purpose.
-    pub fn host_listed_exactly(&self, host: &str) -> bool {
+    /// Is `host` named by an exact entry (any port)? The resolver's half of
+    /// [`SourceMatcher::private_allowed`]; the port half is checked before.
+    pub fn host_listed(&self, host: &str) -> bool {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         self.patterns.iter().any(
             |p| matches!(p, HostPattern::Exact { host: h, .. } if h.eq_ignore_ascii_case(host)),
         )
+    }
+
+    /// May this URL reach a private address? Only when its host *and* port
+    /// match an exact entry: that is how a source on the same private
+    /// network is allowed on purpose, and the entry pins the port, so a
+    /// wildcard entry that also matches the host cannot open other ports of
+    /// that private machine.
+    pub fn private_allowed(&self, url: &url::Url) -> bool {
+        let Some(host) = url.host_str() else {
+            return false;
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = url.port_or_known_default();
+        let default_port = url.port().is_none();
+        self.patterns.iter().any(|p| match p {
+            HostPattern::Exact { host: h, port: pp } => {
+                h.eq_ignore_ascii_case(host) && port_ok(*pp, port, default_port)
+            }
+            HostPattern::Wildcard { .. } => false,
+        })
     }
 
     /// Cheap byte needles: a body holding none of them cannot hold a source,
@@ -268,8 +288,25 @@ mod tests {
         let m = SourceMatcher::parse("127.0.0.1:9999", true).unwrap();
         assert!(m.classify("http://127.0.0.1:9999/x.png").is_some());
         assert!(m.classify("http://127.0.0.1:9998/x.png").is_none());
-        assert!(m.host_listed_exactly("127.0.0.1"));
-        assert!(!m.host_listed_exactly("10.0.0.1"));
+        let url = |s: &str| url::Url::parse(s).unwrap();
+        assert!(m.private_allowed(&url("http://127.0.0.1:9999/x")));
+        assert!(!m.private_allowed(&url("http://10.0.0.1:9999/x")));
+    }
+
+    #[test]
+    fn private_addresses_only_on_the_pinned_port() {
+        // finding 11: the wildcard allows any subdomain on 8080, and
+        // files.internal is listed exactly, but only on the default port.
+        let m =
+            SourceMatcher::parse("files.internal,*.internal:8080,db.internal:5432", true).unwrap();
+        let url = |s: &str| url::Url::parse(s).unwrap();
+        assert!(m.url_allowed(&url("http://files.internal:8080/a.png")));
+        assert!(!m.private_allowed(&url("http://files.internal:8080/a.png")));
+        assert!(m.private_allowed(&url("http://files.internal/a.png")));
+        assert!(m.private_allowed(&url("https://files.internal/a.png")));
+        assert!(m.private_allowed(&url("http://db.internal:5432/a.png")));
+        assert!(!m.private_allowed(&url("http://db.internal/a.png")));
+        assert!(!m.private_allowed(&url("http://x.internal:8080/a.png")));
     }
 
     #[test]
@@ -290,7 +327,13 @@ mod tests {
     #[test]
     fn multibyte_text_never_panics() {
         let m = m();
-        for s in ["httpé and more text", "dataé:xxxxxxxxx", "httpsé://x.y/zzzzz", "ééééééééé", "data\u{1F600}xxxxxxx"] {
+        for s in [
+            "httpé and more text",
+            "dataé:xxxxxxxxx",
+            "httpsé://x.y/zzzzz",
+            "ééééééééé",
+            "data\u{1F600}xxxxxxx",
+        ] {
             assert_eq!(m.classify(s), None, "{s}");
         }
     }

@@ -128,6 +128,33 @@ impl NsProxy {
         })
     }
 
+    /// One generate call whose upstream answers three outputs: the first
+    /// and last must keep their URLs, the middle one must be hosted and
+    /// serve `good`. Returns the hosted path.
+    async fn expect_kept_served_kept(
+        &self,
+        first: &str,
+        good: &[u8],
+        last: &str,
+        what: &str,
+    ) -> String {
+        let r = fetch(
+            client()
+                .post(format!("{}{GEN}", self.base))
+                .header("content-type", "application/json")
+                .body("{}"),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let out = r.json()["output"].clone();
+        assert_kept(&out[0], first);
+        assert_kept(&out[2], last);
+        let h = hosted(&out[1]);
+        let got = fetch(client().get(format!("{}{}", self.base, h.path))).await;
+        assert_serves(&got, good, what);
+        h.path
+    }
+
     fn log_text(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
     }
@@ -178,22 +205,12 @@ async fn names_resolving_to_loopback_are_refused_unless_listed_exactly() {
     host.redirect("/hop.png", &sneaky);
     let hop = host.url("/hop.png");
     api.set_generate_json(&serde_json::json!({"output": [sneaky, allowed, hop]}));
-    let r = fetch(
-        client()
-            .post(format!("{}{GEN}", proxy.base))
-            .header("content-type", "application/json")
-            .body("{}"),
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let out = r.json()["output"].clone();
-    assert_kept(&out[0], &sneaky);
-    assert_kept(&out[2], &hop);
     // The exact entry resolves through the same /etc/hosts and is allowed:
-    // the refusals above are the address guard, not a failed lookup.
-    let h = hosted(&out[1]);
-    let got = fetch(client().get(format!("{}{}", proxy.base, h.path))).await;
-    assert_serves(&got, &good, "exactly listed host");
+    // the refusals are the address guard, not a failed lookup.
+    let path = proxy
+        .expect_kept_served_kept(&sneaky, &good, &hop, "exactly listed host")
+        .await;
+    let image_id = parse_hosted(&path).expect("a hosted path").image_id;
     assert_eq!(proxy.metric(REJECTED).await, 2.0);
     assert_logged(&proxy.log_text(), &sneaky, "forbidden addresses");
     assert_logged(&proxy.log_text(), &hop, "forbidden addresses");
@@ -202,7 +219,54 @@ async fn names_resolving_to_loopback_are_refused_unless_listed_exactly() {
     assert!(
         stored
             .iter()
-            .all(|f| f.to_string_lossy().contains(&h.image_id)),
+            .all(|f| f.to_string_lossy().contains(&image_id)),
         "{stored:?}"
     );
+}
+
+/// Finding 11: an exact entry allowed private addresses for its host on any
+/// port that some other entry let through. The entry now pins its port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_11_an_exact_entry_pins_its_port() {
+    if !crate::is_root() {
+        eprintln!("SKIP finding_11...: needs root for a private /etc/hosts");
+        return;
+    }
+    let host = FileHost::start().await;
+    let inner = FileHost::start().await;
+    let api = StudioApi::start().await;
+    let port = |h: &FileHost| h.addr().rsplit_once(':').unwrap().1.to_string();
+    let (public_port, private_port) = (port(&host), port(&inner));
+    let hosts = "127.0.0.1 localhost\n127.0.0.1 files.internal.test\n";
+    // files.internal.test is listed exactly on the file host's port only;
+    // the wildcard lets any subdomain through on the inner service's port.
+    let listed = format!(
+        "{},files.internal.test:{public_port},*.internal.test:{private_port}",
+        host.addr()
+    );
+    let env = [
+        ("REPLICATE_HOSTS", listed.as_str()),
+        ("IMAGE_ALLOW_HTTP_SOURCES", "true"),
+    ];
+    let Some(proxy) = NsProxy::start(&api.url(), &env, hosts).await else {
+        return;
+    };
+    inner.add("/secret.png", fixtures::unique_png(11), "image/png");
+    let good = fixtures::unique_png(12);
+    host.add("/ok.png", good.clone(), "image/png");
+    let other_port = format!("http://files.internal.test:{private_port}/secret.png");
+    let pinned = format!("http://files.internal.test:{public_port}/ok.png");
+    host.redirect("/hop.png", &other_port);
+    let hop = host.url("/hop.png");
+    api.set_generate_json(&serde_json::json!({"output": [other_port, pinned, hop]}));
+    proxy
+        .expect_kept_served_kept(
+            &other_port,
+            &good,
+            &hop,
+            "the pinned port of an exact entry",
+        )
+        .await;
+    assert_logged(&proxy.log_text(), &other_port, "forbidden addresses");
+    assert_eq!(inner.total_hits(), 0, "never connected to the other port");
 }
