@@ -34,16 +34,38 @@ pub fn take(bucket: &mut Bucket, rate: f64, burst: f64, now: Instant) -> Result<
 pub struct RateLimiter {
     rate: f64,
     burst: f64,
+    v6_prefix: u8,
     buckets: Cache<IpAddr, Arc<Mutex<Bucket>>>,
 }
 
+/// The address a bucket is keyed by. One IPv6 host usually holds a whole
+/// /64 and can rotate through it at will, so IPv6 clients are keyed by
+/// their network prefix; IPv4 (including IPv4-mapped IPv6) by the address.
+pub fn bucket_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u128::from(v6);
+                let mask = match v6_prefix.min(128) {
+                    0 => 0,
+                    n => u128::MAX << (128 - u32::from(n)),
+                };
+                IpAddr::V6(std::net::Ipv6Addr::from(bits & mask))
+            }
+        },
+    }
+}
+
 impl RateLimiter {
-    pub fn new(rate: f64, burst: f64) -> RateLimiter {
+    pub fn new(rate: f64, burst: f64, v6_prefix: u8) -> RateLimiter {
         // A bucket idle long enough to refill completely carries no state.
         let idle = Duration::from_secs_f64((burst / rate).clamp(1.0, 3600.0));
         RateLimiter {
             rate,
             burst,
+            v6_prefix,
             buckets: Cache::builder()
                 .max_capacity(MAX_CLIENTS)
                 .time_to_idle(idle)
@@ -54,12 +76,14 @@ impl RateLimiter {
     /// `Err(retry_after_secs)` when the client is over its limit.
     pub fn check(&self, client: IpAddr) -> Result<(), u64> {
         let burst = self.burst;
-        let bucket = self.buckets.get_with(client, || {
-            Arc::new(Mutex::new(Bucket {
-                tokens: burst,
-                updated: Instant::now(),
-            }))
-        });
+        let bucket = self
+            .buckets
+            .get_with(bucket_key(client, self.v6_prefix), || {
+                Arc::new(Mutex::new(Bucket {
+                    tokens: burst,
+                    updated: Instant::now(),
+                }))
+            });
         let mut b = bucket.lock().unwrap_or_else(|e| e.into_inner());
         take(&mut b, self.rate, self.burst, Instant::now())
             .map_err(|wait| wait.as_secs_f64().ceil().max(1.0) as u64)
@@ -125,8 +149,27 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_clients_share_their_prefix() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let a = bucket_key(ip("2001:db8:1:2:aaaa::1"), 64);
+        assert_eq!(a, bucket_key(ip("2001:db8:1:2:ffff:1:2:3"), 64));
+        assert_ne!(a, bucket_key(ip("2001:db8:1:3::1"), 64));
+        assert_eq!(a, ip("2001:db8:1:2::"));
+        assert_eq!(bucket_key(ip("2001:db8::1"), 128), ip("2001:db8::1"));
+        assert_eq!(bucket_key(ip("2001:db8::1"), 0), ip("::"));
+        assert_eq!(bucket_key(ip("::ffff:192.0.2.1"), 64), ip("192.0.2.1"));
+        assert_eq!(bucket_key(ip("192.0.2.1"), 64), ip("192.0.2.1"));
+        // Rotating through one /64 does not escape the limit.
+        let l = RateLimiter::new(0.001, 2.0, 64);
+        assert!(l.check(ip("2001:db8::1")).is_ok());
+        assert!(l.check(ip("2001:db8::2")).is_ok());
+        assert!(l.check(ip("2001:db8::3")).is_err());
+        assert!(l.check(ip("2001:db8:0:1::1")).is_ok(), "another /64");
+    }
+
+    #[test]
     fn memory_is_bounded() {
-        let l = RateLimiter::new(1.0, 1.0);
+        let l = RateLimiter::new(1.0, 1.0, 64);
         for i in 0..(MAX_CLIENTS + 5000) {
             let ip = IpAddr::from(std::net::Ipv4Addr::from(i as u32));
             let _ = l.check(ip);

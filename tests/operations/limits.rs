@@ -204,3 +204,28 @@ async fn trusted_forwarded_for_gives_each_client_its_bucket() {
     assert_ok_bytes(&r, fixtures::PNG, "socket address, untouched bucket");
     assert_eq!(s.proxy.metric("permaproxy_rate_limited_total").await, 6.0);
 }
+
+/// Finding 8: one IPv6 host holds a whole /64 and can rotate through it;
+/// keyed by the full address, every request got a fresh bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_08_ipv6_rotation_within_a_64_shares_one_bucket() {
+    let s = stands(&[
+        ("IMAGE_DOWNLOAD_RATE_PER_SEC", "0.05"),
+        ("IMAGE_DOWNLOAD_BURST", "3"),
+        ("TRUST_FORWARDED_FOR", "true"),
+    ])
+    .await;
+    let h = store_png(&s, "/pbxt/v6/out-0.png", fixtures::PNG).await;
+    for i in 1..=3 {
+        let xff = format!("2001:db8:0:7::{i:x}");
+        let r = get(&s.proxy, &h.path, &[("x-forwarded-for", &xff)]).await;
+        assert_ok_bytes(&r, fixtures::PNG, &format!("GET as {xff}"));
+    }
+    for xff in ["2001:db8:0:7::ffff", "2001:db8:0:7:1234:5678:9abc:def0"] {
+        let r = get(&s.proxy, &h.path, &[("x-forwarded-for", xff)]).await;
+        assert_rate_limited(&r, 20, &format!("rotated within the /64: {xff}"));
+    }
+    // Another /64 is another client.
+    let r = get(&s.proxy, &h.path, &[("x-forwarded-for", "2001:db8:0:8::1")]).await;
+    assert_ok_bytes(&r, fixtures::PNG, "another /64");
+}
