@@ -72,11 +72,33 @@ struct VerifyKey {
     kid: Option<String>,
 }
 
+/// How bearer tokens are verified for `jwt:` sources.
+#[derive(Debug, Clone, Default)]
+pub struct JwtSettings {
+    pub secret: Option<String>,
+    pub public_key: Option<String>,
+    pub jwks_path: Option<String>,
+    /// When set, the token's `aud` must hold it.
+    pub audience: Option<String>,
+    /// When set, the token's `iss` must equal it.
+    pub issuer: Option<String>,
+    /// A token without `exp` never expires, so it is refused by default.
+    pub require_exp: bool,
+}
+
 #[derive(Clone)]
 pub struct UserIdPolicy {
     sources: Vec<UserIdSource>,
     required: bool,
     keys: Vec<VerifyKey>,
+    validation: ClaimRules,
+}
+
+#[derive(Clone, Default)]
+struct ClaimRules {
+    audience: Option<String>,
+    issuer: Option<String>,
+    require_exp: bool,
 }
 
 impl std::fmt::Debug for UserIdPolicy {
@@ -100,22 +122,20 @@ impl UserIdPolicy {
     pub fn new(
         sources: Vec<UserIdSource>,
         required: bool,
-        jwt_secret: Option<String>,
-        jwt_public_key: Option<String>,
-        jwks_path: Option<String>,
+        jwt: JwtSettings,
     ) -> Result<UserIdPolicy, (&'static str, String)> {
         let mut keys = Vec::new();
-        if let Some(secret) = jwt_secret {
+        if let Some(secret) = jwt.secret {
             keys.push(VerifyKey {
                 key: DecodingKey::from_secret(secret.as_bytes()),
                 algorithms: vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512],
                 kid: None,
             });
         }
-        if let Some(pem) = jwt_public_key {
+        if let Some(pem) = jwt.public_key {
             keys.push(load_pem(&pem).map_err(|m| ("JWT_PUBLIC_KEY", m))?);
         }
-        if let Some(path) = jwks_path {
+        if let Some(path) = jwt.jwks_path {
             keys.extend(load_jwks(&path).map_err(|m| ("JWT_JWKS_PATH", m))?);
         }
         if keys.is_empty() && sources.iter().any(|s| matches!(s, UserIdSource::Jwt(_))) {
@@ -128,6 +148,11 @@ impl UserIdPolicy {
             sources,
             required,
             keys,
+            validation: ClaimRules {
+                audience: jwt.audience,
+                issuer: jwt.issuer,
+                require_exp: jwt.require_exp,
+            },
         })
     }
 
@@ -203,12 +228,7 @@ impl UserIdPolicy {
             if k.kid.is_some() && header.kid.is_some() && k.kid != header.kid {
                 continue;
             }
-            let mut v = Validation::new(header.alg);
-            v.set_required_spec_claims::<&str>(&[]);
-            v.validate_exp = true;
-            v.validate_nbf = true;
-            v.validate_aud = false;
-            v.leeway = 5;
+            let v = self.validation.for_alg(header.alg);
             if let Ok(data) = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
                 token, &k.key, &v,
             ) {
@@ -220,6 +240,35 @@ impl UserIdPolicy {
             }
         }
         None
+    }
+}
+
+impl ClaimRules {
+    /// `exp` and `nbf` are checked whenever present (5 s leeway); `exp`,
+    /// `aud` and `iss` are required when configured, so a token minted for
+    /// another service, or one that never expires, names nobody.
+    fn for_alg(&self, alg: Algorithm) -> Validation {
+        let mut v = Validation::new(alg);
+        let mut required = Vec::new();
+        if self.require_exp {
+            required.push("exp");
+        }
+        v.validate_exp = true;
+        v.validate_nbf = true;
+        v.leeway = 5;
+        match &self.audience {
+            Some(aud) => {
+                v.set_audience(&[aud]);
+                required.push("aud");
+            }
+            None => v.validate_aud = false,
+        }
+        if let Some(iss) = &self.issuer {
+            v.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        v.set_required_spec_claims(&required);
+        v
     }
 }
 

@@ -324,8 +324,8 @@ async fn check_tokens(
         "bob",
         "{alg:?}: a valid token is used"
     );
-    // A numeric claim, no exp at all: still a valid signature.
-    let numeric = sign(alg, kid, &json!({"sub": 4242}), good);
+    // A numeric claim is an id too.
+    let numeric = sign(alg, kid, &json!({"sub": 4242, "exp": t + 3600}), good);
     assert_eq!(
         hosted_user(s, "{}", &[("authorization", &bearer(&numeric))]).await,
         "4242",
@@ -350,7 +350,11 @@ async fn check_tokens(
                 .as_bytes()
         )
     );
+    // Finding 12: a token without exp would never expire (JWT_REQUIRE_EXP
+    // defaults to true).
+    let no_exp = sign(alg, kid, &json!({"sub": "bob"}), good);
     for (what, token) in [
+        ("no exp", no_exp),
         ("expired", expired),
         ("nbf in the future", not_yet),
         ("tampered payload", tampered),
@@ -721,4 +725,63 @@ async fn user_id_header_setting_maps_onto_the_default_list() {
             "{headers:?} {body}"
         );
     }
+}
+
+/// Finding 12: `aud` and `iss` were never checked, and a token without `exp`
+/// was accepted, so a token minted for another service (or one that never
+/// expires) chose the user id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_12_jwt_audience_issuer_and_exp_are_required() {
+    let s = stands(&[
+        ("IMAGE_USER_ID_FROM", "jwt:sub,anonymous"),
+        ("JWT_SECRET", HS_SECRET),
+        ("JWT_AUDIENCE", "studio-app"),
+        ("JWT_ISSUER", "https://auth.example.com"),
+    ])
+    .await;
+    let key = EncodingKey::from_secret(HS_SECRET.as_bytes());
+    let exp = now() + 3600;
+    let iss = "https://auth.example.com";
+    let user_for = |claims: serde_json::Value| {
+        let token = sign(Algorithm::HS256, None, &claims, &key);
+        let s = &s;
+        async move { hosted_user(s, "{}", &[("authorization", &bearer(&token))]).await }
+    };
+    let good = json!({"sub": "bob", "exp": exp, "aud": "studio-app", "iss": iss});
+    assert_eq!(user_for(good).await, "bob");
+    for (what, claims) in [
+        ("no aud", json!({"sub": "eve", "exp": exp, "iss": iss})),
+        (
+            "another aud",
+            json!({"sub": "eve", "exp": exp, "aud": "billing", "iss": iss}),
+        ),
+        (
+            "no iss",
+            json!({"sub": "eve", "exp": exp, "aud": "studio-app"}),
+        ),
+        (
+            "another iss",
+            json!({"sub": "eve", "exp": exp, "aud": "studio-app", "iss": "https://evil.example"}),
+        ),
+        (
+            "no exp",
+            json!({"sub": "eve", "aud": "studio-app", "iss": iss}),
+        ),
+    ] {
+        assert_eq!(user_for(claims).await, "anonymous", "{what}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_without_exp_are_accepted_only_when_allowed() {
+    let s = stands(&[
+        ("IMAGE_USER_ID_FROM", "jwt:sub,anonymous"),
+        ("JWT_SECRET", HS_SECRET),
+        ("JWT_REQUIRE_EXP", "false"),
+    ])
+    .await;
+    let key = EncodingKey::from_secret(HS_SECRET.as_bytes());
+    let token = sign(Algorithm::HS256, None, &json!({"sub": "bob"}), &key);
+    let got = hosted_user(&s, "{}", &[("authorization", &bearer(&token))]).await;
+    assert_eq!(got, "bob");
 }

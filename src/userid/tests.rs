@@ -15,9 +15,12 @@ fn policy(list: &str, secret: Option<&str>, pem: Option<&str>) -> UserIdPolicy {
     UserIdPolicy::new(
         UserIdSource::parse_list(list).unwrap(),
         false,
-        secret.map(str::to_string),
-        pem.map(str::to_string),
-        None,
+        JwtSettings {
+            secret: secret.map(str::to_string),
+            public_key: pem.map(str::to_string),
+            require_exp: true,
+            ..Default::default()
+        },
     )
     .unwrap()
 }
@@ -152,9 +155,7 @@ fn required_yields_none() {
     let p = UserIdPolicy::new(
         UserIdSource::parse_list("response-header:x-owner").unwrap(),
         true,
-        None,
-        None,
-        None,
+        JwtSettings::default(),
     )
     .unwrap();
     assert_eq!(resolve(&p, &[("x-user-id", "me")], &[]), None);
@@ -168,9 +169,63 @@ fn parse_errors() {
     let e = UserIdPolicy::new(
         UserIdSource::parse_list("jwt:sub").unwrap(),
         false,
-        None,
-        None,
-        None,
+        JwtSettings::default(),
     );
     assert!(e.is_err());
+}
+
+#[test]
+fn audience_issuer_and_exp_are_enforced() {
+    let p = UserIdPolicy::new(
+        UserIdSource::parse_list("jwt:sub,anonymous").unwrap(),
+        false,
+        JwtSettings {
+            secret: Some("topsecret".into()),
+            audience: Some("studio".into()),
+            issuer: Some("https://auth.example".into()),
+            require_exp: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let key = EncodingKey::from_secret(b"topsecret");
+    let who = |claims: serde_json::Value| {
+        let t = encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap();
+        resolve(&p, &[("authorization", &format!("Bearer {t}"))], &[]).unwrap()
+    };
+    let exp = now() + 3600;
+    let iss = "https://auth.example";
+    assert_eq!(
+        who(serde_json::json!({"sub": "bob", "exp": exp, "aud": "studio", "iss": iss})),
+        "bob"
+    );
+    assert_eq!(
+        who(serde_json::json!({"sub": "bob", "exp": exp, "aud": ["other", "studio"], "iss": iss})),
+        "bob",
+        "aud may be a list"
+    );
+    for (what, claims) in [
+        (
+            "no aud",
+            serde_json::json!({"sub": "bob", "exp": exp, "iss": iss}),
+        ),
+        (
+            "other aud",
+            serde_json::json!({"sub": "bob", "exp": exp, "aud": "billing", "iss": iss}),
+        ),
+        (
+            "no iss",
+            serde_json::json!({"sub": "bob", "exp": exp, "aud": "studio"}),
+        ),
+        (
+            "other iss",
+            serde_json::json!({"sub": "bob", "exp": exp, "aud": "studio", "iss": "https://evil"}),
+        ),
+        (
+            "no exp",
+            serde_json::json!({"sub": "bob", "aud": "studio", "iss": iss}),
+        ),
+    ] {
+        assert_eq!(who(claims), "anonymous", "{what}");
+    }
 }
