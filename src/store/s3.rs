@@ -14,7 +14,7 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::{
     Attribute, AttributeValue, Attributes, BackoffConfig, ClientOptions, GetOptions, GetRange,
-    ObjectStore, PutOptions, PutPayload, RetryConfig, WriteMultipart,
+    MultipartUpload, ObjectStore, PutOptions, PutPayload, RetryConfig,
 };
 use tokio::io::AsyncReadExt;
 
@@ -120,22 +120,23 @@ impl S3Store {
             attributes: attrs,
             ..Default::default()
         };
-        let upload = self
+        let mut upload = self
             .store
             .put_multipart_opts(path, opts)
             .await
             .map_err(backend)?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = file.read(&mut buf).await.map_err(StoreError::from_io)?;
-            if n == 0 {
-                break;
+        // Any failure aborts the upload: parts of an upload that is neither
+        // completed nor aborted stay in the bucket, invisible and billed.
+        let sent = match send_parts(upload.as_mut(), &mut file, meta.size).await {
+            Ok(()) => upload.complete().await.map(|_| ()).map_err(backend),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            if let Err(abort) = upload.abort().await {
+                tracing::warn!(object = %path, error = %abort, "could not abort a failed multipart upload");
             }
-            writer.wait_for_capacity(2).await.map_err(backend)?;
-            writer.write(&buf[..n]);
+            return Err(e);
         }
-        writer.finish().await.map_err(backend)?;
         Ok(())
     }
 
@@ -170,6 +171,46 @@ impl S3Store {
             Err(e) => Err(backend(e)),
         }
     }
+}
+
+/// Reads the staged file in parts and uploads them, at most two in flight.
+/// Driven by hand rather than through `WriteMultipart`, whose `finish`
+/// drops the upload without aborting it when a part fails.
+async fn send_parts(
+    upload: &mut dyn MultipartUpload,
+    file: &mut tokio::fs::File,
+    size: u64,
+) -> Result<(), StoreError> {
+    let mut inflight: futures::stream::FuturesUnordered<object_store::UploadPart> =
+        futures::stream::FuturesUnordered::new();
+    let mut sent = 0u64;
+    loop {
+        let mut part = Vec::with_capacity(PART_SIZE);
+        let n = (&mut *file)
+            .take(PART_SIZE as u64)
+            .read_to_end(&mut part)
+            .await
+            .map_err(StoreError::from_io)?;
+        if n == 0 {
+            break;
+        }
+        sent += n as u64;
+        while inflight.len() >= 2 {
+            if let Some(r) = inflight.next().await {
+                r.map_err(backend)?;
+            }
+        }
+        inflight.push(upload.put_part(PutPayload::from(part)));
+    }
+    while let Some(r) = inflight.next().await {
+        r.map_err(backend)?;
+    }
+    if sent != size {
+        return Err(StoreError::Backend(format!(
+            "staged file holds {sent} bytes, metadata says {size}"
+        )));
+    }
+    Ok(())
 }
 
 /// The endpoint as object_store wants it, and whether requests are
