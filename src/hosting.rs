@@ -263,14 +263,10 @@ impl Hosting {
         prediction_id: Option<String>,
         base: &str,
     ) -> HashMap<String, Replacement> {
-        let mut unique: Vec<(String, Source)> = Vec::new();
-        for s in sources {
-            if !unique.iter().any(|(v, _)| *v == s.0) {
-                unique.push(s);
-            }
-        }
-        let keyed: Vec<(String, Source, ImageKey)> = unique
+        let mut seen = std::collections::HashSet::new();
+        let keyed: Vec<(String, Source, ImageKey)> = sources
             .into_iter()
+            .filter(|(v, _)| seen.insert(v.clone()))
             .map(|(v, s)| {
                 let key = ImageKey::new(user.clone(), ImageId::for_source(&v));
                 (v, s, key)

@@ -169,6 +169,27 @@ fn string_end(body: &[u8], start: usize) -> Option<usize> {
     None
 }
 
+/// The distinct sources of a scan, in order of first appearance, at most
+/// `cap` of them (linear: a body repeating one URL thousands of times costs
+/// one hash lookup each). Also returns how many distinct sources were left
+/// out by the cap; those keep their original URLs.
+pub fn distinct_sources(scan: &Scan, cap: usize) -> (Vec<(String, Source)>, usize) {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    let mut over = 0;
+    for f in &scan.found {
+        if !seen.insert(f.value.as_str()) {
+            continue;
+        }
+        if out.len() < cap {
+            out.push((f.value.clone(), f.source.clone()));
+        } else {
+            over += 1;
+        }
+    }
+    (out, over)
+}
+
 /// The new body: each found source that has a replacement is swapped for its
 /// hosted URL, and `url` members gain `replicate_url`, `size_bytes` and
 /// `hosted_at` siblings (unless the object already has them).

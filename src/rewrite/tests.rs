@@ -136,3 +136,22 @@ fn data_uri_members() {
     );
     assert!(out.contains("size_bytes"));
 }
+
+#[test]
+fn distinct_sources_are_linear_and_capped() {
+    let urls: Vec<String> = (0..100)
+        .map(|i| format!("https://replicate.delivery/p/{i}/out.png"))
+        .collect();
+    // Every URL twice, interleaved.
+    let all: Vec<&String> = urls.iter().chain(urls.iter()).collect();
+    let body = serde_json::to_string(&serde_json::json!({ "output": all })).unwrap();
+    let s = scan(body.as_bytes(), &matcher()).unwrap();
+    assert_eq!(s.found.len(), 200);
+    let (picked, over) = distinct_sources(&s, 64);
+    assert_eq!(picked.len(), 64);
+    assert_eq!(over, 36);
+    assert_eq!(picked[0].0, urls[0], "first appearance order");
+    assert_eq!(picked[63].0, urls[63]);
+    let (picked, over) = distinct_sources(&s, 1000);
+    assert_eq!((picked.len(), over), (100, 0));
+}
