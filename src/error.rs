@@ -13,6 +13,10 @@ use serde::Serialize;
 pub enum ApiError {
     #[error("bad request path: {0}")]
     BadPath(&'static str),
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("the client sent its request too slowly")]
+    RequestTimeout,
     #[error("image not found")]
     ImageNotFound,
     #[error("image was deleted")]
@@ -49,6 +53,8 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
             ApiError::BadPath(_) => 400,
+            ApiError::BadRequest(_) => 400,
+            ApiError::RequestTimeout => 408,
             ApiError::ImageNotFound => 404,
             ApiError::ImageGone => 410,
             ApiError::ImageUnavailable(_) => 502,
@@ -67,6 +73,8 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::BadPath(_) => "bad_path",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::RequestTimeout => "request_timeout",
             ApiError::ImageNotFound => "image_not_found",
             ApiError::ImageGone => "image_gone",
             ApiError::ImageUnavailable(_) => "image_unavailable",

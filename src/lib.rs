@@ -4,7 +4,6 @@
 //! The layout follows the request path:
 //! - [`config`]: one settings table, loaded from defaults, TOML, then env.
 //! - [`proxy`]: the thin Pingora `ProxyHttp` glue that routes each request.
-//! - [`forward`]: our own upstream exchange for rewrite routes (it must await downloads).
 //! - [`rewrite`]: pure JSON scanning and URL replacement.
 //! - [`sources`]: which URLs are Replicate sources, and the SSRF address policy.
 //! - [`fetch`]: downloads with retries, caps and the SSRF guard.
@@ -22,7 +21,6 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod fetch;
-pub mod forward;
 pub mod hosting;
 pub mod ids;
 pub mod image_format;

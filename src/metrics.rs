@@ -29,6 +29,7 @@ pub struct Metrics {
     pub storage_free_bytes: IntGauge,
     pub cleanup_deleted: IntCounterVec,
     pub user_id_missing: IntCounter,
+    pub rewrite_failures: IntCounterVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -108,6 +109,7 @@ impl Metrics {
             storage_free_bytes: gauge(&r, "permaproxy_storage_free_bytes", "Free bytes on the storage volume"),
             cleanup_deleted: counter_vec(&r, "permaproxy_cleanup_deleted_total", "Images deleted by lifecycle rules, by reason", &["reason"]),
             user_id_missing: counter(&r, "permaproxy_user_id_missing_total", "Rewrite responses left unhosted because no trusted user id was found"),
+            rewrite_failures: counter_vec(&r, "permaproxy_rewrite_failures_total", "Rewrite-route responses sent unchanged because the rewrite failed, by reason (decode, not_json, panic, injected)", &["reason"]),
             registry: r,
         };
         m.prime();
@@ -129,6 +131,9 @@ impl Metrics {
         }
         for outcome in ["ok", "retry", "failed", "rejected"] {
             self.downloads.with_label_values(&[outcome]);
+        }
+        for reason in ["decode", "not_json", "panic"] {
+            self.rewrite_failures.with_label_values(&[reason]);
         }
     }
 }

@@ -2,8 +2,11 @@
 //! by [`hosted`], rewrite routes by [`crate::forward`], and everything else
 //! is proxied by Pingora itself, untouched.
 
+pub mod forward;
+pub mod headers;
 pub mod hosted;
 pub mod respond;
+mod rewriting;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,11 +21,11 @@ use pingora::upstreams::peer::HttpPeer;
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::forward::Forwarder;
 use crate::hosting::Hosting;
 use crate::ids::HOSTED_PREFIX;
 use crate::limits::RateLimiter;
 use crate::metrics;
+use forward::{Forwarder, Mode};
 
 /// Railway's health check reaches only the public port; this path is
 /// answered here and never forwarded.
@@ -53,6 +56,9 @@ impl Route {
 pub struct Ctx {
     pub route: Route,
     pub started: Instant,
+    /// The client's `X-Request-Id` when it sent a sane one, else our own;
+    /// logged with the request, never added to what goes upstream.
+    pub request_id: String,
     /// Where a hosted image came from: memory, disk, pending or miss.
     pub tier: Option<&'static str>,
     _in_flight: InFlight,
@@ -88,7 +94,7 @@ const UPSTREAM_DNS_TTL: Duration = Duration::from_secs(10);
 impl App {
     pub fn new(cfg: Arc<Config>, hosting: Arc<Hosting>) -> Result<App, String> {
         Ok(App {
-            limiter: RateLimiter::new(cfg.rate_per_sec, cfg.burst),
+            limiter: RateLimiter::new(cfg.rate_per_sec, cfg.burst, cfg.rate_v6_prefix),
             forwarder: Forwarder::new(&cfg).map_err(|e| format!("HTTP client: {e}"))?,
             cfg,
             hosting,
@@ -138,12 +144,14 @@ impl ProxyHttp for App {
         Ctx {
             route: Route::Passthrough,
             started: Instant::now(),
+            request_id: String::new(),
             tier: None,
             _in_flight: InFlight::new(),
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        ctx.request_id = headers::request_id(session.req_header().headers.get("x-request-id"));
         let path = session.req_header().uri.path();
         if path == PUBLIC_HEALTH_PATH {
             ctx.route = Route::Health;
@@ -155,9 +163,32 @@ impl ProxyHttp for App {
             hosted::serve(self, session, ctx).await;
             return Ok(true);
         }
-        if self.cfg.is_rewrite_path(path) {
+        // An upgrade (WebSocket) is a conversation, not a JSON answer: it
+        // takes Pingora's pass-through path, which carries it, whatever
+        // the route.
+        let mode = if session.is_upgrade_req() {
+            None
+        } else if self.cfg.is_rewrite_path(path) {
             ctx.route = Route::Rewrite;
-            if let Err(e) = crate::forward::exchange(self, session).await {
+            Some(Mode::Rewrite)
+        } else if session
+            .req_header()
+            .headers
+            .contains_key("transfer-encoding")
+        {
+            // A chunked body is checked here before anything goes upstream;
+            // Pingora would stream a broken one on.
+            Some(Mode::Plain)
+        } else {
+            None
+        };
+        if let Some(mode) = mode {
+            if let Err(e) = forward::exchange(self, session, &ctx.request_id, mode).await {
+                if matches!(e, ApiError::BadRequest(_) | ApiError::RequestTimeout) {
+                    // The rest of a badly framed body cannot be told apart
+                    // from a next request: this connection is done.
+                    session.set_keepalive(None);
+                }
                 respond::error(session, &e).await;
             }
             return Ok(true);
@@ -187,7 +218,7 @@ impl ProxyHttp for App {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        for (name, value) in crate::forward::forwarded_headers(
+        for (name, value) in headers::forwarded_headers(
             req.headers.get("x-forwarded-for"),
             req.headers.get("host"),
             client,
@@ -279,6 +310,7 @@ impl ProxyHttp for App {
             bytes = session.body_bytes_sent(),
             route,
             tier = ctx.tier.unwrap_or("-"),
+            request_id = %ctx.request_id,
             "request"
         );
     }

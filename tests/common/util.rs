@@ -115,6 +115,11 @@ pub async fn raw_request(addr: &str, request: &[u8]) -> RawResponse {
     parse_raw_response(&buf)
 }
 
+/// Parses a whole HTTP/1.1 response read off a socket.
+pub fn raw_request_parse(buf: &[u8]) -> RawResponse {
+    parse_raw_response(buf)
+}
+
 fn parse_raw_response(buf: &[u8]) -> RawResponse {
     let head_end = buf
         .windows(4)

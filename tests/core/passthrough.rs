@@ -163,3 +163,138 @@ async fn unreachable_upstream_gives_502_json_and_the_proxy_recovers() {
     let r = fetch(client().get(&url)).await;
     assert_eq!(r.h("x-echo-path"), "/echo/back?x=1");
 }
+
+/// A raw request over a fresh connection; `None` when the proxy closed the
+/// connection without answering at all.
+async fn raw_answer(addr: &str, request: &str) -> Option<RawResponse> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(secs(20), stream.read_to_end(&mut buf)).await;
+    if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        Some(raw_request_parse(&buf))
+    } else {
+        None
+    }
+}
+
+fn assert_bad_framing(r: Option<RawResponse>, what: &str) {
+    let r = r.unwrap_or_else(|| panic!("{what}: the connection closed with no answer"));
+    assert_eq!(
+        r.status,
+        400,
+        "{what}: {:?}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert!(
+        r.header("content-type")
+            .is_some_and(|c| c.starts_with("application/json")),
+        "{what}: {:?}",
+        r.headers
+    );
+    let v: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON error body");
+    assert_eq!(v["code"], "bad_request", "{what}: {v}");
+}
+
+/// Finding 15: both Content-Length and chunked on a rewrite route got no
+/// answer while the upstream received a broken chunked body; an invalid chunk
+/// size got no answer on any route. Now: 400 with the JSON error, and nothing
+/// whose framing the proxy did not parse reaches the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_15_broken_request_framing_gets_400_and_is_never_forwarded() {
+    let s = stands(&[]).await;
+    let addr = s.proxy.addr();
+    let both = format!(
+        "POST {GEN} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: 12\r\nTransfer-Encoding: chunked\r\n\r\n{{\"prompt\":1}}"
+    );
+    assert_bad_framing(
+        raw_answer(&addr, &both).await,
+        "CL and TE on a rewrite route",
+    );
+    for path in [GEN, "/echo/upload"] {
+        let bad_chunk = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"
+        );
+        assert_bad_framing(
+            raw_answer(&addr, &bad_chunk).await,
+            &format!("invalid chunk size on {path}"),
+        );
+    }
+    let broken: Vec<_> = s
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == GEN || r.path.starts_with("/echo"))
+        .collect();
+    assert!(broken.is_empty(), "the upstream received {broken:?}");
+    // A well-framed chunked body still goes through, on both kinds of route.
+    s.api.set_generate_json(&serde_json::json!({"ok": true}));
+    for path in [GEN, "/echo/upload"] {
+        let good = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\n{{\"a\":\r\n2\r\n1}}\r\n0\r\n\r\n"
+        );
+        let r = raw_answer(&addr, &good).await.expect("an answer");
+        assert_eq!(r.status, 200, "{path}");
+        let rec = s.api.last_request().unwrap();
+        assert_eq!(
+            rec.body.as_ref(),
+            b"{\"a\":1}",
+            "{path}: the body as the client meant it"
+        );
+    }
+}
+
+/// A WebSocket echo server standing in for Studio API: it accepts upgrades
+/// on any path and sends every text or binary message back.
+async fn ws_echo_upstream() -> (String, tokio::task::JoinHandle<()>) {
+    use futures::{SinkExt, StreamExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), task)
+}
+
+/// Finding 14: under a broad rewrite prefix the rewrite forwarder dropped
+/// the upgrade, so a WebSocket got a 404 from the upstream. An upgrade takes
+/// the pass-through path whatever its route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_14_websocket_upgrade_under_a_rewrite_prefix() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (upstream, _server) = ws_echo_upstream().await;
+    let proxy =
+        Proxy::start(ProxyOptions::new(&upstream).env("IMAGE_REWRITE_PATHS", "/v1/*")).await;
+    for path in ["/v1/realtime/socket", "/other/socket"] {
+        let url = format!("ws://{}{path}", proxy.addr());
+        let (mut ws, resp) = tokio_tungstenite::connect_async(&url)
+            .await
+            .unwrap_or_else(|e| panic!("{path}: WebSocket handshake through the proxy: {e}"));
+        assert_eq!(resp.status().as_u16(), 101, "{path}");
+        for text in ["hello", "second message with ü"] {
+            ws.send(Message::text(text)).await.unwrap();
+            let back = ws.next().await.expect("an echo").expect("a frame");
+            assert_eq!(back.into_text().unwrap().as_str(), text, "{path}");
+        }
+        ws.send(Message::binary(vec![0u8, 1, 2, 255]))
+            .await
+            .unwrap();
+        let back = ws.next().await.unwrap().unwrap();
+        assert_eq!(back.into_data().as_ref(), &[0u8, 1, 2, 255], "{path}");
+        ws.close(None).await.ok();
+    }
+}

@@ -354,3 +354,63 @@ async fn generate_request_reaches_upstream_unchanged() {
     assert_eq!(rec.header("content-type"), Some("application/json"));
     assert_eq!(rec.body.as_ref(), body.as_bytes());
 }
+
+/// Degrade, never drop: a rewrite that fails, or even panics, answers with
+/// Studio API's original response, byte for byte, counted and logged with
+/// the request id. The fault is forced through the real binary's test hook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_or_panicking_rewrite_returns_the_original_body() {
+    for (fault, reason) in [("rewrite_panic", "panic"), ("rewrite_error", "injected")] {
+        let s = stands(&[("PERMAPROXY_TEST_FAULTS", fault)]).await;
+        let src = s
+            .host
+            .add_url("/pbxt/dg/out-0.png", fixtures::PNG, "image/png");
+        let raw = format!(r#"{{"id":"p1",  "output":["{src}"], "n": 1.50 }}"#);
+        answer_json(&s.api, &raw);
+        let r = generate(&s.proxy, "{}", &[("x-request-id", "req-degrade-1")]).await;
+        assert_eq!(r.status, 200, "{fault}: {}", r.text());
+        assert_eq!(r.text(), raw, "{fault}: the original bytes");
+        assert_eq!(r.h("content-length"), raw.len().to_string());
+        assert_eq!(
+            s.proxy
+                .metric(&format!(
+                    r#"permaproxy_rewrite_failures_total{{reason="{reason}"}}"#
+                ))
+                .await,
+            1.0,
+            "{fault}"
+        );
+        let log = s.proxy.log_text();
+        assert!(
+            log.lines().any(|l| l.contains("\"level\":\"ERROR\"")
+                && l.contains("rewrite failed")
+                && l.contains("req-degrade-1")),
+            "{fault}: an error line with the request id"
+        );
+        // The proxy is still up and serving.
+        let again = generate(&s.proxy, "{}", &[]).await;
+        assert_eq!(again.text(), raw);
+    }
+}
+
+/// A poisoned input: a body that names a source host but is not JSON. The
+/// original goes out unchanged, and the failure is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_is_not_json_is_sent_unchanged() {
+    let s = stands(&[]).await;
+    let src = s
+        .host
+        .add_url("/pbxt/nj/out-0.png", fixtures::PNG, "image/png");
+    let raw = format!(r#"{{"output": ["{src}"], broken"#);
+    answer_json(&s.api, &raw);
+    let r = generate(&s.proxy, "{}", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), raw);
+    assert_eq!(
+        s.proxy
+            .metric(r#"permaproxy_rewrite_failures_total{reason="not_json"}"#)
+            .await,
+        1.0
+    );
+    assert_eq!(s.host.hits("/pbxt/nj/out-0.png"), 0, "nothing downloaded");
+}

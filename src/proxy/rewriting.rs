@@ -1,0 +1,217 @@
+//! The rewrite of one JSON response on a rewrite route: decode, find the
+//! sources, resolve whose they are, host them, and swap in hosted URLs.
+//! Whatever goes wrong in here, even a panic, the caller sends the
+//! upstream's bytes unchanged.
+
+use std::io::Read;
+
+use bytes::Bytes;
+use http::HeaderMap;
+
+use super::headers::public_base;
+use super::App;
+use crate::metrics;
+use crate::rewrite;
+use crate::userid::Facts;
+
+/// Why a rewrite gave up. Whatever the reason, the client gets the
+/// upstream's response exactly as it came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RewriteFailure {
+    /// A compressed body that could not be decoded within the size limit.
+    Decode,
+    /// A body that holds a source host but is not JSON.
+    NotJson,
+    /// A bug: the rewrite panicked.
+    Panic,
+    /// Injected by a test (`PERMAPROXY_TEST_FAULTS=rewrite_error`).
+    Injected,
+}
+
+impl RewriteFailure {
+    fn as_str(self) -> &'static str {
+        match self {
+            RewriteFailure::Decode => "decode",
+            RewriteFailure::NotJson => "not_json",
+            RewriteFailure::Panic => "panic",
+            RewriteFailure::Injected => "injected",
+        }
+    }
+}
+
+/// Faults a test can force through the real binary. Read once; unset in
+/// production, where no code path consults anything else.
+static TEST_FAULTS: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| std::env::var("PERMAPROXY_TEST_FAULTS").unwrap_or_default());
+
+fn fault(name: &str) -> bool {
+    TEST_FAULTS.split(',').any(|f| f.trim() == name)
+}
+
+/// Degrade, never drop: a rewrite that fails or even panics (a decoder, the
+/// scanner, a bug) leaves the client with the upstream's original bytes,
+/// never a reset or a 5xx. Counted and logged with the request id.
+pub async fn guarded_rewrite(
+    app: &App,
+    req_headers: &HeaderMap,
+    req_body: &[u8],
+    resp_headers: &HeaderMap,
+    raw: &Bytes,
+    request_id: &str,
+) -> Option<Vec<u8>> {
+    use futures::FutureExt;
+    let attempt =
+        std::panic::AssertUnwindSafe(rewrite_body(app, req_headers, req_body, resp_headers, raw))
+            .catch_unwind()
+            .await;
+    let failure = match attempt {
+        Ok(Ok(body)) => return body,
+        Ok(Err(f)) => f,
+        Err(_) => RewriteFailure::Panic,
+    };
+    metrics::get()
+        .rewrite_failures
+        .with_label_values(&[failure.as_str()])
+        .inc();
+    tracing::error!(
+        request_id,
+        reason = failure.as_str(),
+        "rewrite failed: the upstream response is sent unchanged"
+    );
+    None
+}
+
+/// The rewritten body, `Ok(None)` to send the upstream's bytes unchanged.
+async fn rewrite_body(
+    app: &App,
+    req_headers: &HeaderMap,
+    req_body: &[u8],
+    resp_headers: &HeaderMap,
+    raw: &Bytes,
+) -> Result<Option<Vec<u8>>, RewriteFailure> {
+    if fault("rewrite_panic") {
+        panic!("PERMAPROXY_TEST_FAULTS=rewrite_panic");
+    }
+    if fault("rewrite_error") {
+        return Err(RewriteFailure::Injected);
+    }
+    let encoding = resp_headers
+        .get("content-encoding")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_ascii_lowercase());
+    let decoded = match encoding.as_deref() {
+        None | Some("") | Some("identity") => raw.to_vec(),
+        Some(enc) => decode(enc, raw, app.cfg.rewrite_max_body).ok_or(RewriteFailure::Decode)?,
+    };
+    if !rewrite::may_contain_sources(&decoded, app.cfg.sources.needles()) {
+        return Ok(None);
+    }
+    let scan = rewrite::scan(&decoded, &app.cfg.sources).map_err(|_| RewriteFailure::NotJson)?;
+    if scan.found.is_empty() {
+        return Ok(None);
+    }
+    let body_json: Option<serde_json::Map<String, serde_json::Value>> =
+        if app.cfg.user_id.needs_request_body() {
+            serde_json::from_slice(req_body).ok()
+        } else {
+            None
+        };
+    let facts = Facts {
+        request_headers: req_headers,
+        request_body: body_json.as_ref(),
+        response_headers: resp_headers,
+    };
+    let Some(user) = app.cfg.user_id.resolve(&facts) else {
+        metrics::get().user_id_missing.inc();
+        metrics::get()
+            .rewritten_urls
+            .with_label_values(&["kept"])
+            .inc_by(scan.found.len() as u64);
+        tracing::warn!("no trusted user id for this response: original URLs kept");
+        return Ok(encoding.is_some().then_some(decoded));
+    };
+    let (sources, over_cap) = rewrite::distinct_sources(&scan, app.cfg.max_sources_per_response);
+    if over_cap > 0 {
+        metrics::get()
+            .rewritten_urls
+            .with_label_values(&["over_cap"])
+            .inc_by(over_cap as u64);
+        tracing::warn!(
+            over_cap,
+            limit = app.cfg.max_sources_per_response,
+            "more sources than IMAGE_MAX_SOURCES_PER_RESPONSE: the rest keep their URLs"
+        );
+    }
+    let base = public_base(app.cfg.public_base_url.as_deref(), req_headers);
+    let replacements = app
+        .hosting
+        .host_for_response(&user, sources, scan.prediction_id.clone(), &base)
+        .await;
+    let kept = scan
+        .found
+        .iter()
+        .filter(|f| !replacements.contains_key(&f.value))
+        .count();
+    metrics::get()
+        .rewritten_urls
+        .with_label_values(&["kept"])
+        .inc_by(kept as u64);
+    Ok(Some(rewrite::apply(&decoded, &scan, &replacements)))
+}
+
+/// Decodes a compressed body, refusing anything that inflates past `max`
+/// (a decompression bomb is just a body that stays untouched).
+fn decode(encoding: &str, raw: &[u8], max: usize) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let limit = max as u64 + 1;
+    let read = match encoding {
+        "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(raw)
+            .take(limit)
+            .read_to_end(&mut out),
+        "deflate" => {
+            // "deflate" is zlib-wrapped per the RFC, raw in some servers.
+            let r = flate2::read::ZlibDecoder::new(raw)
+                .take(limit)
+                .read_to_end(&mut out);
+            if r.is_err() {
+                out.clear();
+                flate2::read::DeflateDecoder::new(raw)
+                    .take(limit)
+                    .read_to_end(&mut out)
+            } else {
+                r
+            }
+        }
+        "br" => brotli::Decompressor::new(raw, 8192)
+            .take(limit)
+            .read_to_end(&mut out),
+        _ => return None,
+    };
+    (read.is_ok() && out.len() <= max).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn decodes_within_limit_only() {
+        let json = br#"{"output":["https://replicate.delivery/a.png"]}"#;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(json).unwrap();
+        let gz = gz.finish().unwrap();
+        assert_eq!(decode("gzip", &gz, 1000).unwrap(), json);
+        assert!(
+            decode("gzip", &gz, 10).is_none(),
+            "inflating past the cap is refused"
+        );
+        assert!(decode("zstd", &gz, 1000).is_none());
+        let bomb = {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            e.write_all(&vec![b' '; 50 << 20]).unwrap();
+            e.finish().unwrap()
+        };
+        assert!(decode("gzip", &bomb, 8 << 20).is_none());
+    }
+}
