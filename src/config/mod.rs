@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::sources::SourceMatcher;
-use crate::userid::{UserIdPolicy, UserIdSource};
+use crate::userid::{JwtSettings, UserIdPolicy, UserIdSource};
 pub use parse::PathPattern;
 use parse::Raw;
 
@@ -83,6 +83,7 @@ pub struct Config {
     pub rewrite_paths: Vec<PathPattern>,
     pub sources: SourceMatcher,
     pub rewrite_max_body: usize,
+    pub max_sources_per_response: usize,
     pub user_id: UserIdPolicy,
     pub persist_mode: PersistMode,
     pub persist_timeout: Duration,
@@ -97,6 +98,7 @@ pub struct Config {
     pub download_timeout: Duration,
     pub rate_per_sec: f64,
     pub burst: f64,
+    pub rate_v6_prefix: u8,
     pub trust_forwarded_for: bool,
     pub max_age: Duration,
     pub per_user_limit: usize,
@@ -195,6 +197,7 @@ impl Config {
             )
             .map_err(|m| ConfigError::new("REPLICATE_HOSTS", m))?,
             rewrite_max_body: raw.positive::<usize>("IMAGE_REWRITE_MAX_BODY_BYTES")?,
+            max_sources_per_response: raw.positive::<usize>("IMAGE_MAX_SOURCES_PER_RESPONSE")?,
             user_id: parse_user_id(&raw)?,
             persist_mode,
             persist_timeout: raw.millis("IMAGE_PERSIST_TIMEOUT_MS")?,
@@ -211,6 +214,15 @@ impl Config {
             download_timeout: raw.millis("IMAGE_DOWNLOAD_TIMEOUT_MS")?,
             rate_per_sec: raw.positive_f64("IMAGE_DOWNLOAD_RATE_PER_SEC")?,
             burst: raw.positive_f64("IMAGE_DOWNLOAD_BURST")?,
+            rate_v6_prefix: match raw.parse::<u8>("IMAGE_DOWNLOAD_RATE_IPV6_PREFIX")? {
+                n @ 1..=128 => n,
+                n => {
+                    return Err(ConfigError::new(
+                        "IMAGE_DOWNLOAD_RATE_IPV6_PREFIX",
+                        format!("{n} is not a prefix length from 1 to 128"),
+                    ))
+                }
+            },
             trust_forwarded_for: raw.bool("TRUST_FORWARDED_FOR")?,
             max_age: Duration::from_secs_f64(raw.positive_f64("IMAGE_MAX_AGE_DAYS")? * 86_400.0),
             per_user_limit: raw.parse::<usize>("IMAGE_PER_USER_LIMIT")?,
@@ -330,14 +342,16 @@ fn parse_user_id(raw: &Raw) -> Result<UserIdPolicy, ConfigError> {
     };
     let sources =
         UserIdSource::parse_list(&list).map_err(|m| ConfigError::new("IMAGE_USER_ID_FROM", m))?;
-    let policy = UserIdPolicy::new(
-        sources,
-        raw.bool("IMAGE_USER_ID_REQUIRED")?,
-        raw.optional("JWT_SECRET"),
-        raw.optional("JWT_PUBLIC_KEY"),
-        raw.optional("JWT_JWKS_PATH"),
-    )
-    .map_err(|(setting, m)| ConfigError::new(setting, m))?;
+    let jwt = JwtSettings {
+        secret: raw.optional("JWT_SECRET"),
+        public_key: raw.optional("JWT_PUBLIC_KEY"),
+        jwks_path: raw.optional("JWT_JWKS_PATH"),
+        audience: raw.optional("JWT_AUDIENCE"),
+        issuer: raw.optional("JWT_ISSUER"),
+        require_exp: raw.bool("JWT_REQUIRE_EXP")?,
+    };
+    let policy = UserIdPolicy::new(sources, raw.bool("IMAGE_USER_ID_REQUIRED")?, jwt)
+        .map_err(|(setting, m)| ConfigError::new(setting, m))?;
     if raw.bool("IMAGE_USER_ID_TRUSTED_ONLY")? {
         policy
             .check_trusted_only()
