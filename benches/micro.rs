@@ -122,10 +122,11 @@ fn bench_paths(c: &mut Criterion) {
 
 fn meta() -> ImageMeta {
     ImageMeta {
-        id: "img_0123456789abcdef01234567".into(),
-        user_id: "user_42".into(),
+        key: permaproxy::ids::ImageKey::new(
+            permaproxy::ids::UserId::parse("user_42").unwrap(),
+            permaproxy::ids::ImageId::parse("img_0123456789abcdef01234567").unwrap(),
+        ),
         format: Format::Webp,
-        content_type: "image/webp".into(),
         size: 204_800,
         sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
         source_url: Some(URLS[0].into()),

@@ -12,15 +12,16 @@ use pingora::protocols::http::ServerSession;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
+use crate::clock::rfc3339;
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::hosting::{rfc3339, Hosting};
+use crate::hosting::Hosting;
 use crate::ids::{ImageId, ImageKey, UserId};
-use crate::index::Row;
 use crate::metrics;
+use crate::repo::{Cursor, ImageRecord, ImageState};
 
-const PAGE_DEFAULT: usize = 100;
-const PAGE_MAX: usize = 1000;
+const PAGE_DEFAULT: u32 = 100;
+const PAGE_MAX: u32 = 1000;
 
 pub struct Admin {
     pub cfg: Arc<Config>,
@@ -73,7 +74,7 @@ impl ServeHttp for Admin {
             (Method::GET, "/healthz") => json_reply(200, json!({"status": "ok"})),
             (Method::GET, "/readyz") => self.readyz().await,
             (Method::GET, "/metrics") => {
-                self.refresh_gauges();
+                self.hosting.publish_gauges().await;
                 reply(200, "text/plain; version=0.0.4", metrics::render())
             }
             (_, p) if p.starts_with("/admin/") => {
@@ -103,14 +104,8 @@ impl Admin {
         }
     }
 
-    fn refresh_gauges(&self) {
-        if let Some(free) = self.hosting.store.free_bytes() {
-            metrics::get().storage_free_bytes.set(free as i64);
-        }
-    }
-
     async fn readyz(&self) -> Reply {
-        let storage = self.hosting.store.probe().await;
+        let storage = self.hosting.ready().await;
         let up = &self.cfg.upstream;
         let upstream = tokio::time::timeout(
             Duration::from_secs(2),
@@ -124,7 +119,7 @@ impl Admin {
             status,
             json!({
                 "status": if status == 200 { "ready" } else { "not_ready" },
-                "storage": storage.err().map_or("ok".to_string(), |e| e.to_string()),
+                "storage": storage.err().unwrap_or_else(|| "ok".to_string()),
                 "upstream": if upstream_ok { "ok" } else { "unreachable" },
             }),
         )
@@ -132,20 +127,19 @@ impl Admin {
 
     async fn admin(&self, method: Method, path: &str, query: &str) -> Result<Reply, ApiError> {
         let parts: Vec<&str> = path.trim_start_matches("/admin/").split('/').collect();
+        let q = Query(query);
         match (method, parts.as_slice()) {
-            (Method::GET, ["stats"]) => Ok(self.stats()),
-            (Method::GET, ["failed"]) => Ok(self.failed()),
+            (Method::GET, ["stats"]) => self.stats().await,
+            (Method::GET, ["failed"]) => self.failed(&q).await,
             (Method::POST, ["cleanup"]) => {
-                let dry_run = query
-                    .split('&')
-                    .any(|p| p == "dry_run=true" || p == "dry_run=1");
-                let deleted = crate::lifecycle::cleanup(&self.hosting, dry_run).await;
+                let dry_run = matches!(q.get("dry_run"), Some("true" | "1"));
+                let report = self.hosting.cleanup(dry_run).await.map_err(unavailable)?;
                 Ok(json_reply(
                     200,
-                    json!({"dry_run": dry_run, "deleted": deleted}),
+                    json!({"dry_run": dry_run, "deleted": report.deleted, "failed_forgotten": report.failed_forgotten}),
                 ))
             }
-            (Method::GET, ["users", user, "images"]) => self.list(user, query),
+            (Method::GET, ["users", user, "images"]) => self.list(user, &q).await,
             (Method::DELETE, ["users", user, "images", image]) => {
                 self.delete_one(user, image).await
             }
@@ -157,49 +151,47 @@ impl Admin {
         }
     }
 
-    fn image_json(&self, row: &Row) -> serde_json::Value {
-        let m = &row.meta;
+    fn image_json(&self, r: &ImageRecord) -> serde_json::Value {
         let base = self.cfg.public_base_url.clone().unwrap_or_default();
-        let expires = row.accessed_ms + self.cfg.max_age.as_millis() as u64;
+        let expires = r.requested_at + crate::clock::ms(self.cfg.lifecycle.max_age);
+        let stored = r.state == ImageState::Stored;
         json!({
-            "id": m.id,
-            "user_id": m.user_id,
-            "url": format!("{base}{}", row.key.hosted_path(m.format)),
-            "file_path": m.relative_path(),
-            "size_bytes": m.size,
-            "content_type": m.content_type,
-            "sha256": m.sha256,
-            "source_url": m.source_url,
-            "replicate_prediction_id": m.prediction_id,
-            "created_at": rfc3339(m.created_at),
-            "accessed_at": rfc3339(row.accessed_ms),
+            "id": r.key.id.as_str(),
+            "user_id": r.key.user.as_str(),
+            "state": r.state.as_str(),
+            "url": format!("{base}{}", r.key.hosted_path(r.format)),
+            "file_path": stored.then(|| r.key.relative_path(r.format)),
+            "size_bytes": stored.then_some(r.size),
+            "content_type": stored.then(|| r.format.content_type()),
+            "width": r.width,
+            "height": r.height,
+            "sha256": stored.then_some(r.sha256.as_str()),
+            "source_url": r.source_url,
+            "replicate_prediction_id": r.prediction_id,
+            "created_at": rfc3339(r.created_at),
+            "stored_at": r.stored_at.map(rfc3339),
+            "accessed_at": rfc3339(r.requested_at),
             "expires_at": rfc3339(expires),
+            "views": r.views,
+            "attempts": r.attempts,
+            "last_error": r.last_error,
         })
     }
 
-    fn list(&self, user: &str, query: &str) -> Result<Reply, ApiError> {
+    async fn list(&self, user: &str, q: &Query<'_>) -> Result<Reply, ApiError> {
         let user = UserId::parse(user).ok_or(ApiError::BadPath("malformed user id"))?;
-        let param = |name: &str| {
-            query
-                .split('&')
-                .find_map(|p| p.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
-        };
-        let limit = param("limit")
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(PAGE_DEFAULT)
-            .clamp(1, PAGE_MAX);
-        let cursor = param("cursor").unwrap_or("");
-        let mut rows = self.hosting.index.user_rows(&user);
-        rows.sort_by(|a, b| a.key.id.cmp(&b.key.id));
-        let page: Vec<&Row> = rows
+        let limit = q.limit();
+        let cursor = q.get("cursor").and_then(ImageId::parse);
+        let rows = self
+            .hosting
+            .user_images(&user, cursor.as_ref(), limit + 1)
+            .await
+            .map_err(unavailable)?;
+        let next =
+            (rows.len() > limit as usize).then(|| rows[limit as usize - 1].key.id.to_string());
+        let images: Vec<_> = rows
             .iter()
-            .filter(|r| r.key.id.as_str() > cursor)
-            .take(limit + 1)
-            .collect();
-        let next = (page.len() > limit).then(|| page[limit - 1].key.id.to_string());
-        let images: Vec<_> = page
-            .iter()
-            .take(limit)
+            .take(limit as usize)
             .map(|r| self.image_json(r))
             .collect();
         Ok(json_reply(200, json!({"images": images, "next": next})))
@@ -211,9 +203,9 @@ impl Admin {
         let id = ImageId::parse(id).ok_or(ApiError::ImageNotFound)?;
         let existed = self
             .hosting
-            .delete(&ImageKey::new(user, id))
+            .delete_image(&ImageKey::new(user, id))
             .await
-            .map_err(|e| ApiError::StorageUnavailable(e.to_string()))?;
+            .map_err(unavailable)?;
         if !existed {
             return Err(ApiError::ImageNotFound);
         }
@@ -222,62 +214,96 @@ impl Admin {
 
     async fn delete_user(&self, user: &str) -> Result<Reply, ApiError> {
         let user = UserId::parse(user).ok_or(ApiError::BadPath("malformed user id"))?;
-        for row in self.hosting.index.user_rows(&user) {
-            self.hosting
-                .delete(&row.key)
-                .await
-                .map_err(|e| ApiError::StorageUnavailable(e.to_string()))?;
-        }
-        for p in self.hosting.journal.all_pending().into_iter().chain(
-            self.hosting
-                .journal
-                .all_failed()
-                .into_iter()
-                .map(|f| f.pending),
-        ) {
-            if let Some(key) = p.key().filter(|k| k.user == user) {
-                self.hosting.journal.forget(&key);
-            }
-        }
+        self.hosting.delete_user(&user).await.map_err(unavailable)?;
         Ok(reply(204, "application/json", Vec::new()))
     }
 
-    fn stats(&self) -> Reply {
-        let rows = self.hosting.index.rows();
-        let mut per_user: std::collections::HashMap<&str, (u64, u64)> = Default::default();
-        for r in &rows {
-            let e = per_user.entry(r.key.user.as_str()).or_default();
-            e.0 += 1;
-            e.1 += r.meta.size;
-        }
-        let mut top: Vec<_> = per_user.into_iter().collect();
-        top.sort_by(|a, b| b.1 .1.cmp(&a.1 .1).then(a.0.cmp(b.0)));
-        let top: Vec<_> = top
+    async fn stats(&self) -> Result<Reply, ApiError> {
+        let t = self.hosting.totals().await.map_err(unavailable)?;
+        let top: Vec<_> = self
+            .hosting
+            .top_users(20)
+            .await
+            .map_err(unavailable)?
             .into_iter()
-            .take(20)
-            .map(|(u, (n, b))| json!({"user_id": u, "images": n, "bytes": b}))
+            .map(|u| json!({"user_id": u.user.as_str(), "images": u.images, "bytes": u.bytes}))
             .collect();
-        let (images, bytes) = self.hosting.index.totals();
-        json_reply(
+        Ok(json_reply(
             200,
             json!({
-                "images": images,
-                "bytes": bytes,
-                "pending": self.hosting.journal.pending_count(),
-                "failed": self.hosting.journal.all_failed().len(),
+                "images": t.images,
+                "bytes": t.bytes,
+                "pending": t.pending,
+                "failed": t.failed,
                 "top_users": top,
+                "database": self.hosting.database_name(),
+                "store": self.hosting.store_name(),
             }),
-        )
+        ))
     }
 
-    fn failed(&self) -> Reply {
-        let failed: Vec<_> = self
+    /// Newest failures first, a page at a time; `cursor` is the `next` of
+    /// the previous page.
+    async fn failed(&self, q: &Query<'_>) -> Result<Reply, ApiError> {
+        let limit = q.limit();
+        let cursor = q.get("cursor").and_then(parse_cursor);
+        let rows = self
             .hosting
-            .journal
-            .all_failed()
-            .into_iter()
-            .map(|f| json!({"user_id": f.pending.user, "id": f.pending.id, "source": f.pending.source, "reason": f.reason, "failed_at": rfc3339(f.at)}))
+            .failed(cursor.as_ref(), limit + 1)
+            .await
+            .map_err(unavailable)?;
+        let next = (rows.len() > limit as usize).then(|| {
+            let r = &rows[limit as usize - 1];
+            format!("{}~{}~{}", r.failed_at.unwrap_or(0), r.key.user, r.key.id)
+        });
+        let failed: Vec<_> = rows
+            .iter()
+            .take(limit as usize)
+            .map(|r| {
+                json!({
+                    "user_id": r.key.user.as_str(),
+                    "id": r.key.id.as_str(),
+                    "source": r.source_url,
+                    "reason": r.last_error,
+                    "attempts": r.attempts,
+                    "failed_at": r.failed_at.map(rfc3339),
+                })
+            })
             .collect();
-        json_reply(200, json!({"failed": failed}))
+        Ok(json_reply(200, json!({"failed": failed, "next": next})))
+    }
+}
+
+fn unavailable(e: crate::hosting::HostError) -> ApiError {
+    ApiError::StorageUnavailable(e.to_string())
+}
+
+/// `{failed_at}~{user}~{image}`: a keyset cursor into the failed list.
+fn parse_cursor(s: &str) -> Option<Cursor> {
+    let mut parts = s.splitn(3, '~');
+    let at = parts.next()?.parse().ok()?;
+    let user = UserId::parse(parts.next()?)?;
+    let id = ImageId::parse(parts.next()?)?;
+    Some(Cursor {
+        at,
+        key: ImageKey::new(user, id),
+    })
+}
+
+/// Query parameters, parsed without allocation.
+struct Query<'a>(&'a str);
+
+impl Query<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .split('&')
+            .find_map(|p| p.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+    }
+
+    fn limit(&self) -> u32 {
+        self.get("limit")
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(PAGE_DEFAULT)
+            .clamp(1, PAGE_MAX)
     }
 }

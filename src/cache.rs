@@ -2,7 +2,7 @@
 //! so serving from memory copies nothing.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use moka::future::Cache;
@@ -15,8 +15,7 @@ use crate::store::ImageMeta;
 pub struct CachedImage {
     pub bytes: Bytes,
     pub meta: Arc<ImageMeta>,
-    /// When it was read from the store; older entries are revalidated
-    /// against the store before they are served (other replicas may delete).
+    /// When it was read from the store.
     pub loaded: Instant,
 }
 
@@ -94,8 +93,11 @@ impl ImageCache {
             .set(c.entry_count() as i64);
     }
 
-    /// Is an entry old enough that the store must confirm it still exists?
-    pub fn needs_revalidation(image: &CachedImage, after: Duration) -> bool {
-        !after.is_zero() && image.loaded.elapsed() >= after
+    /// The keys held now, to check against the database.
+    pub fn keys(&self) -> Vec<ImageKey> {
+        match &self.inner {
+            Some(c) => c.iter().map(|(k, _)| (*k).clone()).collect(),
+            None => Vec::new(),
+        }
     }
 }

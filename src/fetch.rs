@@ -47,6 +47,8 @@ pub struct Downloaded {
     pub size: u64,
     pub sha256: String,
     pub format: Format,
+    /// Width and height, read from the image header.
+    pub dims: Option<(u32, u32)>,
 }
 
 enum AttemptError {
@@ -110,15 +112,15 @@ impl reqwest::dns::Resolve for GuardedResolver {
 fn build_client(cfg: &Config, allow_private: bool) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .dns_resolver(Arc::new(GuardedResolver {
-            matcher: cfg.sources.clone(),
+            matcher: cfg.rewrite.sources.clone(),
             allow_private,
         }))
         // Redirects are followed by hand, so every hop is checked and sent
         // through the client its own host and port call for.
         .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(cfg.download_connect_timeout)
-        .timeout(cfg.download_timeout)
-        .pool_max_idle_per_host(cfg.download_concurrency)
+        .connect_timeout(cfg.download.connect_timeout)
+        .timeout(cfg.download.timeout)
+        .pool_max_idle_per_host(cfg.download.concurrency)
         .user_agent(concat!("permaproxy/", env!("CARGO_PKG_VERSION")))
         .no_proxy()
         .build()
@@ -129,12 +131,12 @@ impl Fetcher {
         Ok(Fetcher {
             public: build_client(cfg, false)?,
             private: build_client(cfg, true)?,
-            matcher: cfg.sources.clone(),
-            max_bytes: cfg.max_bytes,
-            max_pixels: cfg.max_pixels,
-            retries: cfg.download_retries,
+            matcher: cfg.rewrite.sources.clone(),
+            max_bytes: cfg.download.max_bytes,
+            max_pixels: cfg.download.max_pixels,
+            retries: cfg.download.retries,
             staging: staging.to_path_buf(),
-            permits: Arc::new(Semaphore::new(cfg.download_concurrency)),
+            permits: Arc::new(Semaphore::new(cfg.download.concurrency)),
         })
     }
 
@@ -373,7 +375,7 @@ struct Sink {
     head: Vec<u8>,
     size: u64,
     format: Option<Format>,
-    dims_ok: bool,
+    dims: Option<(u32, u32)>,
     max_bytes: u64,
     max_pixels: u64,
 }
@@ -404,7 +406,7 @@ impl Sink {
             head: Vec::new(),
             size: 0,
             format: None,
-            dims_ok: false,
+            dims: None,
             max_bytes,
             max_pixels,
         })
@@ -415,7 +417,7 @@ impl Sink {
         if self.size > self.max_bytes {
             return Err(AttemptError::Final(too_big(self.max_bytes)));
         }
-        if self.head.len() < HEAD_LIMIT && !self.dims_ok {
+        if self.head.len() < HEAD_LIMIT && self.dims.is_none() {
             let take = chunk.len().min(HEAD_LIMIT - self.head.len());
             self.head.extend_from_slice(&chunk[..take]);
             self.check_head(false)?;
@@ -437,7 +439,7 @@ impl Sink {
                 }
             }
         }
-        if self.format.is_some() && !self.dims_ok {
+        if self.format.is_some() && self.dims.is_none() {
             if let Some((w, h)) = image_format::dimensions(&self.head) {
                 if w.saturating_mul(h) > self.max_pixels || w == 0 || h == 0 {
                     return Err(AttemptError::Final(FetchError::Rejected(format!(
@@ -445,7 +447,10 @@ impl Sink {
                         self.max_pixels
                     ))));
                 }
-                self.dims_ok = true;
+                self.dims = Some((
+                    u32::try_from(w).unwrap_or(u32::MAX),
+                    u32::try_from(h).unwrap_or(u32::MAX),
+                ));
             } else if at_end || self.head.len() >= HEAD_LIMIT {
                 return Err(AttemptError::Final(FetchError::Rejected(
                     "image dimensions could not be read from its header".into(),
@@ -467,6 +472,7 @@ impl Sink {
             size: self.size,
             sha256: hex::encode(self.hasher.finalize()),
             format,
+            dims: self.dims,
         })
     }
 }

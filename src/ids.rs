@@ -29,12 +29,15 @@ impl UserId {
         }
     }
 
-    /// Strict parse, for ids that arrive in paths.
+    /// Strict parse, for ids that arrive in paths. Names of the embedded
+    /// database's files are reserved: a user folder must never collide with
+    /// them in the storage folder.
     pub fn parse(raw: &str) -> Option<UserId> {
         let ok = !raw.is_empty()
             && raw.len() <= 128
             && raw != "."
             && raw != ".."
+            && !raw.starts_with("permaproxy.db")
             && raw
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
@@ -147,7 +150,18 @@ mod tests {
     #[test]
     fn user_ids() {
         assert_eq!(UserId::sanitize("user_123-a.b").as_str(), "user_123-a.b");
-        for bad in ["", ".", "..", "../etc", "a/b", "a b", "ü", &"x".repeat(129)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../etc",
+            "a/b",
+            "a b",
+            "ü",
+            &"x".repeat(129),
+            "permaproxy.db",
+            "permaproxy.db-wal",
+        ] {
             let id = UserId::sanitize(bad);
             assert!(id.as_str().starts_with("u_"), "{bad:?} -> {id}");
             assert!(UserId::parse(id.as_str()).is_some());

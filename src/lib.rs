@@ -7,8 +7,9 @@
 //! - [`rewrite`]: pure JSON scanning and URL replacement.
 //! - [`sources`]: which URLs are Replicate sources, and the SSRF address policy.
 //! - [`fetch`]: downloads with retries, caps and the SSRF guard.
-//! - [`hosting`]: the engine tying fetch, journal, store, index and cache together.
-//! - [`store`]: the storage interface, with disk and S3 backends.
+//! - [`hosting`]: the engine, a facade over metadata, bytes, memory and downloads.
+//! - [`repo`]: image metadata in SQLite or Postgres (the `hosted_images` table).
+//! - [`store`]: the byte store, on disk or in an S3 bucket.
 //! - [`lifecycle`]: retention, per-user limits and the disk cap.
 //! - [`migrate`]: copying a disk store into a bucket.
 //! - [`serve`]: hosted-image responses (ETag, Range, conditional requests).
@@ -17,6 +18,8 @@
 
 pub mod admin;
 pub mod cache;
+pub mod clock;
+pub mod commands;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -24,14 +27,13 @@ pub mod fetch;
 pub mod hosting;
 pub mod ids;
 pub mod image_format;
-pub mod index;
-pub mod journal;
 pub mod lifecycle;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod migrate;
 pub mod proxy;
+pub mod repo;
 pub mod rewrite;
 pub mod serve;
 pub mod server;

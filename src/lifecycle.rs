@@ -1,20 +1,18 @@
-//! Storage lifecycle: retention by last request, the per-user limit and the
-//! disk cap. The decision is a pure function over index rows; applying it
-//! goes through [`Hosting::delete`], so memory, index, store and journal
-//! always agree.
+//! Storage lifecycle: retention by last request, the per-user limit, the
+//! disk cap and the free-space floor. Pure decisions over rows; the engine
+//! feeds rows in and applies what comes out, so this module never names it.
+//!
+//! The plan streams: rows arrive newest request first (the database walks
+//! its index in that order), and each is decided on the spot with memory
+//! that grows with the number of users, not of images.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::Config;
-use crate::hosting::{now_ms, Hosting};
+use crate::config::LifecycleConfig;
 use crate::ids::{ImageKey, UserId};
-use crate::index::Row;
-use crate::metrics;
-use crate::store::Store;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -48,6 +46,26 @@ pub struct Rules {
     pub min_free_bytes: u64,
 }
 
+impl Rules {
+    pub fn from_config(c: &LifecycleConfig) -> Rules {
+        Rules {
+            max_age: c.max_age,
+            per_user_limit: c.per_user_limit,
+            max_bytes: c.storage_max_bytes,
+            min_free_bytes: c.min_free_bytes,
+        }
+    }
+}
+
+/// What the plan needs to know of one stored image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub key: ImageKey,
+    /// Its bytes, variants included: deleting it frees all of them.
+    pub size: u64,
+    pub requested_at: u64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Deletion {
     pub user_id: String,
@@ -56,206 +74,110 @@ pub struct Deletion {
     pub reason: Reason,
 }
 
-/// Decides what to delete. Rules apply in order (retention, per-user limit,
-/// then the disk cap), each to what the previous ones left; an image goes if
-/// any rule says so, reported with the first rule that did.
+/// Decides, row by row, newest request first. Rules apply in order
+/// (retention, per-user limit, then the byte budget), each to what the
+/// previous ones kept; an image goes if any rule says so, reported with
+/// the first rule that did.
+pub struct Planner {
+    max_age_ms: u64,
+    per_user_limit: usize,
+    now: u64,
+    per_user: HashMap<UserId, usize>,
+    kept_bytes: u64,
+    cap: Option<u64>,
+    /// Bytes that may stay so free space reaches the floor.
+    free_budget: Option<u64>,
+    /// Once the budget cuts one image, every older one goes too: the budget
+    /// evicts strictly by last request, never filling gaps with older ones.
+    cut: Option<Reason>,
+}
+
+impl Planner {
+    /// `total_bytes`: everything stored now. `free_bytes`: free space where
+    /// it lives, when the backend can tell.
+    pub fn new(rules: &Rules, now: u64, total_bytes: u64, free_bytes: Option<u64>) -> Planner {
+        let deficit = free_bytes
+            .filter(|_| rules.min_free_bytes > 0)
+            .map(|free| rules.min_free_bytes.saturating_sub(free));
+        Planner {
+            max_age_ms: u64::try_from(rules.max_age.as_millis()).unwrap_or(u64::MAX),
+            per_user_limit: rules.per_user_limit,
+            now,
+            per_user: HashMap::new(),
+            kept_bytes: 0,
+            cap: rules.max_bytes,
+            free_budget: deficit
+                .filter(|d| *d > 0)
+                .map(|d| total_bytes.saturating_sub(d)),
+            cut: None,
+        }
+    }
+
+    pub fn decide(&mut self, c: &Candidate) -> Option<Reason> {
+        if self.now.saturating_sub(c.requested_at) >= self.max_age_ms {
+            return Some(Reason::Expired);
+        }
+        if self.per_user_limit > 0 {
+            let n = self.per_user.entry(c.key.user.clone()).or_default();
+            *n += 1;
+            if *n > self.per_user_limit {
+                return Some(Reason::UserLimit);
+            }
+        }
+        if let Some(reason) = self.cut {
+            return Some(reason);
+        }
+        let kept = self.kept_bytes + c.size;
+        if self.cap.is_some_and(|cap| kept > cap) {
+            self.cut = Some(Reason::StorageCap);
+        } else if self.free_budget.is_some_and(|b| kept > b) {
+            self.cut = Some(Reason::MinFree);
+        } else {
+            self.kept_bytes = kept;
+        }
+        self.cut
+    }
+}
+
+/// The whole plan over a set of rows, in any order.
 pub fn plan(
-    mut rows: Vec<Row>,
+    mut rows: Vec<Candidate>,
     now: u64,
     rules: &Rules,
     free_bytes: Option<u64>,
-) -> Vec<(Row, Reason)> {
-    let mut out = Vec::new();
-    let max_age_ms = rules.max_age.as_millis().min(u64::MAX as u128) as u64;
-    rows.retain(|r| {
-        let idle = now.saturating_sub(r.accessed_ms);
-        if idle >= max_age_ms {
-            out.push((r.clone(), Reason::Expired));
-            false
-        } else {
-            true
-        }
-    });
-    // Most recently requested first, ties broken by key for determinism.
+) -> Vec<(Candidate, Reason)> {
+    sort_newest_first(&mut rows);
+    let total = rows.iter().map(|r| r.size).sum();
+    let mut planner = Planner::new(rules, now, total, free_bytes);
+    rows.into_iter()
+        .filter_map(|r| planner.decide(&r).map(|reason| (r, reason)))
+        .collect()
+}
+
+/// The order the planner expects, as the database walks it: newest request
+/// first, ties by key.
+pub fn sort_newest_first(rows: &mut [Candidate]) {
     rows.sort_by(|a, b| {
-        b.accessed_ms
-            .cmp(&a.accessed_ms)
-            .then_with(|| a.key.cmp(&b.key))
+        b.requested_at
+            .cmp(&a.requested_at)
+            .then_with(|| a.key.user.cmp(&b.key.user))
+            .then_with(|| a.key.id.cmp(&b.key.id))
     });
-    if rules.per_user_limit > 0 {
-        let mut per_user: HashMap<UserId, usize> = HashMap::new();
-        rows.retain(|r| {
-            let n = per_user.entry(r.key.user.clone()).or_default();
-            *n += 1;
-            if *n > rules.per_user_limit {
-                out.push((r.clone(), Reason::UserLimit));
-                false
-            } else {
-                true
-            }
-        });
-    }
-    let mut total: u64 = rows.iter().map(|r| r.meta.size).sum();
-    let mut free = free_bytes;
-    while let Some(oldest) = rows.last() {
-        let reason = if rules.max_bytes.is_some_and(|cap| total > cap) {
-            Reason::StorageCap
-        } else if free.is_some_and(|f| f < rules.min_free_bytes) {
-            Reason::MinFree
-        } else {
-            break;
-        };
-        total -= oldest.meta.size;
-        free = free.map(|f| f + oldest.meta.size);
-        out.push((oldest.clone(), reason));
-        rows.pop();
-    }
-    out
-}
-
-pub fn rules(h: &Hosting) -> Rules {
-    rules_from(&h.cfg)
-}
-
-pub fn rules_from(cfg: &Config) -> Rules {
-    Rules {
-        max_age: cfg.max_age,
-        per_user_limit: cfg.per_user_limit,
-        max_bytes: cfg.storage_max_bytes,
-        min_free_bytes: cfg.min_free_bytes,
-    }
-}
-
-/// What a cleanup of a disk store would delete, read without opening the
-/// store for writing: no journal compaction, no sidecar repair, no sweep.
-/// So `cleanup --dry-run` changes nothing, even beside a running proxy.
-pub fn plan_disk_read_only(cfg: &Config) -> std::io::Result<Vec<Deletion>> {
-    let root = &cfg.storage_path;
-    if !root.is_dir() {
-        return Ok(Vec::new());
-    }
-    let metas = crate::store::disk::list_read_only(root)?;
-    let index = crate::index::Index::build(&root.join("~state"), metas);
-    let free = if cfg.min_free_bytes > 0 {
-        crate::store::disk::DiskStore::new(root)?.free_bytes()
-    } else {
-        None
-    };
-    Ok(plan(index.rows(), now_ms(), &rules_from(cfg), free)
-        .into_iter()
-        .map(|(row, reason)| Deletion {
-            user_id: row.key.user.to_string(),
-            id: row.key.id.to_string(),
-            size_bytes: row.meta.size,
-            reason,
-        })
-        .collect())
-}
-
-static CLEANUP_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Runs the rules once. Only one cleanup runs at a time; a second caller
-/// waits for the first and then runs its own pass.
-pub async fn cleanup(h: &Arc<Hosting>, dry_run: bool) -> Vec<Deletion> {
-    let _guard = CLEANUP_LOCK.lock().await;
-    if h.cfg.storage_backend == crate::config::StorageBackend::S3 {
-        // Replicas share one bucket: decide on what all of them stored and
-        // the newest access times any of them saw.
-        if let Err(e) = h.refresh_from_store().await {
-            tracing::warn!(error = %e, "cleanup skipped: the store cannot be listed");
-            return Vec::new();
-        }
-        h.merge_shared_access().await;
-    }
-    let free = if h.cfg.min_free_bytes > 0 {
-        h.store.free_bytes()
-    } else {
-        None
-    };
-    let decisions = plan(h.index.rows(), now_ms(), &rules(h), free);
-    let mut done = Vec::new();
-    for (row, reason) in decisions {
-        if !dry_run {
-            if let Err(e) = h.delete(&row.key).await {
-                tracing::error!(image = %row.key, error = %e, "cleanup could not delete");
-                continue;
-            }
-            metrics::get()
-                .cleanup_deleted
-                .with_label_values(&[reason.as_str()])
-                .inc();
-            tracing::info!(image = %row.key, reason = reason.as_str(), "deleted by cleanup");
-        }
-        done.push(Deletion {
-            user_id: row.key.user.to_string(),
-            id: row.key.id.to_string(),
-            size_bytes: row.meta.size,
-            reason,
-        });
-    }
-    done
-}
-
-/// Applied as each new image is stored, so a user never holds more than the
-/// limit for longer than one store. The image just stored is kept.
-pub async fn enforce_user_limit(h: &Hosting, user: &UserId, just_stored: &ImageKey) {
-    let limit = h.cfg.per_user_limit;
-    if limit == 0 {
-        return;
-    }
-    // Two stores for one user checking at once would each trim to the
-    // limit around their own new image, and together delete too much.
-    static ENFORCE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    let _serial = ENFORCE.lock().await;
-    let mut rows = h.index.user_rows(user);
-    if rows.len() <= limit {
-        return;
-    }
-    rows.sort_by(|a, b| {
-        (b.key == *just_stored)
-            .cmp(&(a.key == *just_stored))
-            .then(b.accessed_ms.cmp(&a.accessed_ms))
-            .then_with(|| a.key.cmp(&b.key))
-    });
-    for row in rows.into_iter().skip(limit) {
-        match h.delete(&row.key).await {
-            Ok(_) => {
-                metrics::get()
-                    .cleanup_deleted
-                    .with_label_values(&["user_limit"])
-                    .inc();
-                tracing::info!(image = %row.key, "deleted: over the per-user limit");
-            }
-            Err(e) => {
-                tracing::error!(image = %row.key, error = %e, "per-user limit: delete failed")
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ids::ImageId;
-    use crate::image_format::Format;
-    use crate::store::ImageMeta;
 
-    fn row(user: &str, n: u32, size: u64, accessed: u64) -> Row {
-        let id = ImageId::for_source(&n.to_string());
-        Row {
-            key: ImageKey::new(UserId::parse(user).unwrap(), id.clone()),
-            meta: Arc::new(ImageMeta {
-                id: id.to_string(),
-                user_id: user.into(),
-                format: Format::Png,
-                content_type: "image/png".into(),
-                size,
-                sha256: "00".repeat(32),
-                source_url: None,
-                prediction_id: None,
-                created_at: 0,
-            }),
-            accessed_ms: accessed,
+    fn row(user: &str, n: u32, size: u64, accessed: u64) -> Candidate {
+        Candidate {
+            key: ImageKey::new(
+                UserId::parse(user).unwrap(),
+                ImageId::for_source(&n.to_string()),
+            ),
+            size,
+            requested_at: accessed,
         }
     }
 
@@ -274,7 +196,7 @@ mod tests {
         let out = plan(rows, 200_000, &rules(), None);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].1, Reason::Expired);
-        assert_eq!(out[0].0.accessed_ms, 1_000);
+        assert_eq!(out[0].0.requested_at, 1_000);
     }
 
     #[test]
@@ -314,5 +236,33 @@ mod tests {
             out.iter().map(|d| d.1).collect::<Vec<_>>(),
             vec![Reason::MinFree, Reason::MinFree]
         );
+    }
+
+    #[test]
+    fn the_budget_cuts_by_age_without_filling_gaps() {
+        let mut r = rules();
+        r.per_user_limit = 0;
+        r.max_bytes = Some(100);
+        // 60 + 50 > 100: the 50 goes, and so does the older 5 that would fit.
+        let rows = vec![
+            row("a", 1, 60, 199_000),
+            row("a", 2, 50, 198_000),
+            row("a", 3, 5, 197_000),
+        ];
+        let out = plan(rows, 200_000, &r, None);
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|d| d.1 == Reason::StorageCap));
+    }
+
+    #[test]
+    fn expired_images_count_toward_free_space() {
+        let mut r = rules();
+        r.per_user_limit = 0;
+        r.min_free_bytes = 100;
+        // Free 80, floor 100: 20 to free, and the expired image frees 30.
+        let rows = vec![row("a", 1, 50, 199_000), row("a", 2, 30, 1_000)];
+        let out = plan(rows, 200_000, &r, Some(80));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].1, Reason::Expired);
     }
 }

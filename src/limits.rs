@@ -59,7 +59,11 @@ pub fn bucket_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
 }
 
 impl RateLimiter {
-    pub fn new(rate: f64, burst: f64, v6_prefix: u8) -> RateLimiter {
+    pub fn new(cfg: &crate::config::RateConfig) -> RateLimiter {
+        RateLimiter::with(cfg.per_sec, cfg.burst, cfg.v6_prefix)
+    }
+
+    pub fn with(rate: f64, burst: f64, v6_prefix: u8) -> RateLimiter {
         // A bucket idle long enough to refill completely carries no state.
         let idle = Duration::from_secs_f64((burst / rate).clamp(1.0, 3600.0));
         RateLimiter {
@@ -160,7 +164,7 @@ mod tests {
         assert_eq!(bucket_key(ip("::ffff:192.0.2.1"), 64), ip("192.0.2.1"));
         assert_eq!(bucket_key(ip("192.0.2.1"), 64), ip("192.0.2.1"));
         // Rotating through one /64 does not escape the limit.
-        let l = RateLimiter::new(0.001, 2.0, 64);
+        let l = RateLimiter::with(0.001, 2.0, 64);
         assert!(l.check(ip("2001:db8::1")).is_ok());
         assert!(l.check(ip("2001:db8::2")).is_ok());
         assert!(l.check(ip("2001:db8::3")).is_err());
@@ -169,7 +173,7 @@ mod tests {
 
     #[test]
     fn memory_is_bounded() {
-        let l = RateLimiter::new(1.0, 1.0, 64);
+        let l = RateLimiter::with(1.0, 1.0, 64);
         for i in 0..(MAX_CLIENTS + 5000) {
             let ip = IpAddr::from(std::net::Ipv4Addr::from(i as u32));
             let _ = l.check(ip);

@@ -2,10 +2,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
 use clap::{Parser, Subcommand};
-use permaproxy::config::{settings, Config, StorageBackend};
+use permaproxy::commands;
+use permaproxy::config::{settings, Config};
 
 /// mimalloc instead of glibc malloc: per-thread free lists without arena
 /// locks, and freed pages kept for reuse instead of unmapped and faulted in
@@ -44,6 +45,8 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Rebuild the database from the store (sidecars on disk, object metadata on S3)
+    Reindex,
     /// Copy every image and its metadata from IMAGE_STORAGE_PATH to the S3 bucket
     Migrate {
         /// Where to copy to (only `s3`)
@@ -80,12 +83,18 @@ fn main() -> ExitCode {
         Command::CheckConfig => load(cli.config.as_ref(), &[]).map(|cfg| {
             println!("# configuration is valid\n{}", cfg.describe());
         }),
-        Command::Cleanup { dry_run } => {
-            load(cli.config.as_ref(), &[]).and_then(|cfg| cleanup(cfg, dry_run))
-        }
-        Command::Migrate { to, dry_run } => {
-            load(cli.config.as_ref(), &[]).and_then(|cfg| migrate(cfg, &to, dry_run))
-        }
+        Command::Cleanup { dry_run } => load(cli.config.as_ref(), &[]).and_then(|cfg| {
+            permaproxy::logging::init(cfg.log_format);
+            commands::cleanup(cfg, dry_run)
+        }),
+        Command::Reindex => load(cli.config.as_ref(), &[]).and_then(|cfg| {
+            permaproxy::logging::init(cfg.log_format);
+            commands::reindex(cfg)
+        }),
+        Command::Migrate { to, dry_run } => load(cli.config.as_ref(), &[]).and_then(|cfg| {
+            permaproxy::logging::init(cfg.log_format);
+            commands::migrate(cfg, &to, dry_run)
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -94,55 +103,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn cleanup(cfg: Config, dry_run: bool) -> Result<(), String> {
-    permaproxy::logging::init(cfg.log_format);
-    let cfg = Arc::new(cfg);
-    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-    rt.block_on(async {
-        // A dry run on disk only reads; opening the store would compact the
-        // journal and repair sidecars.
-        let read_only = dry_run && cfg.storage_backend == StorageBackend::Disk;
-        let hosting = if read_only {
-            None
-        } else {
-            Some(permaproxy::hosting::Hosting::open(cfg.clone()).await?)
-        };
-        let deleted = match &hosting {
-            None => permaproxy::lifecycle::plan_disk_read_only(&cfg).map_err(|e| e.to_string())?,
-            Some(h) => permaproxy::lifecycle::cleanup(h, dry_run).await,
-        };
-        let verb = if dry_run { "would delete" } else { "deleted" };
-        for d in &deleted {
-            println!(
-                "{verb} {}/{} ({} bytes): {}",
-                d.user_id,
-                d.id,
-                d.size_bytes,
-                d.reason.as_str()
-            );
-        }
-        println!("{verb} {} image(s)", deleted.len());
-        match hosting {
-            Some(h) => h.index.flush().map_err(|e| e.to_string()),
-            None => Ok(()),
-        }
-    })
-}
-
-fn migrate(cfg: Config, to: &str, dry_run: bool) -> Result<(), String> {
-    if to != "s3" {
-        return Err(format!("--to {to:?}: only s3 is supported"));
-    }
-    permaproxy::logging::init(cfg.log_format);
-    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-    let summary = rt.block_on(permaproxy::migrate::to_s3(&cfg, dry_run))?;
-    if summary.failed > 0 {
-        return Err(format!(
-            "{} image(s) failed to copy; run it again to resume",
-            summary.failed
-        ));
-    }
-    Ok(())
 }

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use futures::StreamExt;
 
 use crate::config::Config;
-use crate::store::s3::S3Store;
+use crate::store::object::ObjectBackend;
 use crate::store::{ImageMeta, Store};
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -20,21 +20,21 @@ pub struct Summary {
 
 pub async fn to_s3(cfg: &Config, dry_run: bool) -> Result<Summary, String> {
     let s3cfg = cfg
+        .storage
         .s3
         .as_ref()
         .ok_or("S3_BUCKET: set it (and S3_ENDPOINT, S3_REGION, credentials) to migrate")?;
-    let target = S3Store::new(s3cfg)?;
+    let target = ObjectBackend::s3(s3cfg)?;
     // Read-only: the volume may belong to a proxy that is still running, so
     // no sidecar repair and no sweep of its temp files (a write in progress).
-    let images = crate::store::disk::list_read_only(&cfg.storage_path)
-        .map_err(|e| format!("cannot list {}: {e}", cfg.storage_path.display()))?;
+    let images = crate::store::disk::list_read_only(&cfg.storage.path)
+        .map_err(|e| format!("cannot list {}: {e}", cfg.storage.path.display()))?;
     let total = images.len();
     let mut summary = Summary::default();
     for (n, meta) in images.iter().enumerate() {
         let name = meta.relative_path();
         let progress = format!("[{}/{total}] {name}", n + 1);
-        let key = meta.key().ok_or_else(|| format!("{name}: invalid key"))?;
-        match target.head(&key).await {
+        match target.stat(meta).await {
             Ok(Some(existing)) if existing.sha256 == meta.sha256 => {
                 println!("{progress}: already there, skipped");
                 summary.skipped += 1;
@@ -48,7 +48,7 @@ pub async fn to_s3(cfg: &Config, dry_run: bool) -> Result<Summary, String> {
             summary.copied += 1;
             continue;
         }
-        match copy_one(&cfg.storage_path, &target, meta).await {
+        match copy_one(&cfg.storage.path, &target, meta).await {
             Ok(()) => {
                 println!("{progress}: copied and verified ({} bytes)", meta.size);
                 summary.copied += 1;
@@ -71,7 +71,7 @@ pub async fn to_s3(cfg: &Config, dry_run: bool) -> Result<Summary, String> {
 
 async fn copy_one(
     root: &std::path::Path,
-    target: &S3Store,
+    target: &ObjectBackend,
     meta: &ImageMeta,
 ) -> Result<(), String> {
     let path = root.join(meta.relative_path());

@@ -146,11 +146,11 @@ pub fn headers(meta: &ImageMeta, plan: &Plan) -> Vec<(&'static str, String)> {
     match plan {
         Plan::NotModified => {}
         Plan::Full => {
-            h.push(("content-type", meta.content_type.clone()));
+            h.push(("content-type", meta.content_type().to_string()));
             h.push(("content-length", meta.size.to_string()));
         }
         Plan::Partial(r) => {
-            h.push(("content-type", meta.content_type.clone()));
+            h.push(("content-type", meta.content_type().to_string()));
             h.push(("content-length", r.len().to_string()));
             h.push((
                 "content-range",
@@ -178,10 +178,11 @@ mod tests {
 
     fn meta(size: u64) -> ImageMeta {
         ImageMeta {
-            id: "img_000000000000000000000000".into(),
-            user_id: "u".into(),
+            key: crate::ids::ImageKey::new(
+                crate::ids::UserId::parse("u").unwrap(),
+                crate::ids::ImageId::parse("img_000000000000000000000000").unwrap(),
+            ),
             format: Format::Png,
-            content_type: "image/png".into(),
             size,
             sha256: "ab".repeat(32),
             source_url: None,

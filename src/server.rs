@@ -16,24 +16,28 @@ use crate::config::Config;
 use crate::hosting::Hosting;
 use crate::proxy::{App, IN_FLIGHT};
 
-/// Access times are written at most this often.
-const FLUSH_EVERY: Duration = Duration::from_secs(5);
-/// Pending images whose storage failed are tried again this often.
-const RETRY_PENDING_EVERY: Duration = Duration::from_secs(30);
+/// Request times are written at most this often.
+const FLUSH_EVERY: Duration = Duration::from_secs(2);
+/// Gauges from the database, and interrupted deletes finished.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(15);
 
-/// Opens storage with a short-lived runtime: Pingora starts its own
-/// runtimes only once the server runs.
-pub fn open_hosting(cfg: &Arc<Config>) -> Result<Arc<Hosting>, String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// The engine's own runtime. It opens the database and the store before
+/// Pingora's runtimes exist, and stays up for the life of the process:
+/// connections opened on it stay registered with its I/O driver.
+pub fn engine_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("permaproxy-engine")
         .enable_all()
         .build()
-        .map_err(|e| format!("runtime: {e}"))?;
-    rt.block_on(Hosting::open(cfg.clone()))
+        .map_err(|e| format!("runtime: {e}"))
 }
 
 pub fn run(cfg: Config) -> Result<(), String> {
     let cfg = Arc::new(cfg);
-    let hosting = open_hosting(&cfg)?;
+    let engine = engine_runtime()?;
+    let hosting = engine.block_on(Hosting::open(cfg.clone()))?;
+    warn_about_setup(&cfg);
     let conf = ServerConf {
         threads: cfg.worker_threads,
         // The grace period is an upper bound here: the watcher below exits
@@ -67,30 +71,50 @@ pub fn run(cfg: Config) -> Result<(), String> {
         },
     ));
 
-    watch_shutdown(&server, hosting.clone(), cfg.shutdown_grace);
+    watch_shutdown(
+        &server,
+        hosting.clone(),
+        engine.handle().clone(),
+        cfg.shutdown_grace,
+    );
     tracing::info!(
         listen = %cfg.listen_addr,
         admin = %cfg.metrics_addr,
         upstream = %cfg.upstream.url,
-        storage = %cfg.storage_path.display(),
-        persist_mode = ?cfg.persist_mode,
+        storage = %cfg.storage.path.display(),
+        database = hosting.database_name(),
+        replica = hosting.replica_id(),
+        persist_mode = ?cfg.persist.mode,
         "permaproxy starting"
     );
     server.run(RunArgs::default());
-    flush(&hosting);
+    engine.block_on(hosting.shutdown());
     Ok(())
 }
 
-fn flush(hosting: &Hosting) {
-    if let Err(e) = hosting.index.flush() {
-        tracing::error!(error = %e, "could not write access times");
+/// Set-ups that work but deserve a line in the log.
+fn warn_about_setup(cfg: &Config) {
+    if cfg.storage.backend == crate::config::StorageBackend::S3
+        && cfg.database.url.starts_with("sqlite:")
+    {
+        tracing::warn!("S3 storage with the embedded SQLite database: run one replica only; several replicas on one bucket need DATABASE_URL=postgres://…");
+    }
+    if cfg.persist.mode == crate::config::PersistMode::OnFirstHit
+        && cfg.persist.first_hit_deadline.is_none()
+    {
+        tracing::warn!("IMAGE_PERSIST_MODE=on_first_hit with IMAGE_FIRST_HIT_DEADLINE_SECS=0: an image nobody requests before its source expires is lost");
     }
 }
 
 /// Pingora sleeps for the whole grace period after SIGTERM. This exits as
 /// soon as the requests in flight have finished instead. Downloads still
 /// running are left to the journal, which recovers them at the next start.
-fn watch_shutdown(server: &Server, hosting: Arc<Hosting>, grace: Duration) {
+fn watch_shutdown(
+    server: &Server,
+    hosting: Arc<Hosting>,
+    engine: tokio::runtime::Handle,
+    grace: Duration,
+) {
     let mut phases = server.watch_execution_phase();
     std::thread::spawn(move || loop {
         match phases.blocking_recv() {
@@ -106,7 +130,7 @@ fn watch_shutdown(server: &Server, hosting: Arc<Hosting>, grace: Duration) {
                     in_flight = IN_FLIGHT.load(Ordering::SeqCst),
                     "graceful stop complete"
                 );
-                flush(&hosting);
+                engine.block_on(hosting.shutdown());
                 std::process::exit(0);
             }
             Ok(_) => {}
@@ -128,42 +152,47 @@ struct Maintenance {
 impl BackgroundService for Maintenance {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let h = &self.hosting;
-        let recovered = h.recover();
+        // Downloads handed out before the last stop, without waiting for
+        // anyone to ask: this replica's own leases and any abandoned ones.
+        let recovered = h.take_over_pending(true).await;
         if recovered > 0 {
             tracing::info!(
                 recovered,
-                "re-downloading images handed out before the last stop"
+                "downloading images handed out before the last stop"
             );
         }
-        let mut cleanup = tokio::time::interval(h.cfg.cleanup_interval);
-        let mut flush_tick = tokio::time::interval(FLUSH_EVERY);
-        // Recovery ran just above and the index was listed at open, so
-        // these start one period from now instead of repeating that work.
-        let mut retry_tick = later_interval(RETRY_PENDING_EVERY);
-        let shared = h.cfg.storage_backend == crate::config::StorageBackend::S3;
-        let mut refresh_tick = later_interval(h.cfg.cache_revalidate.max(Duration::from_secs(5)));
+        h.sweep_deleted_objects().await;
+        let lease = h.cfg().persist.lease;
+        let mut cleanup = tokio::time::interval(h.cfg().lifecycle.cleanup_interval);
+        let mut flush_tick = later_interval(FLUSH_EVERY);
+        // Leases last half of IMAGE_PENDING_LEASE_SECS and are renewed (and
+        // abandoned rows claimed) every sixth of it, so a dead replica's
+        // downloads are taken over with a third of it left to finish them.
+        let mut lease_tick = later_interval(lease / 6);
+        let mut housekeeping = later_interval(HOUSEKEEPING_EVERY);
+        let revalidate = h.cfg().storage.cache_revalidate;
+        let mut revalidate_tick = later_interval(revalidate.max(Duration::from_secs(1)));
         loop {
             tokio::select! {
-                // on_first_hit is lazy by design: only requests (and a
-                // restart) start its downloads.
-                _ = retry_tick.tick(), if h.cfg.persist_mode != crate::config::PersistMode::OnFirstHit => {
-                    h.recover();
+                _ = lease_tick.tick() => {
+                    h.renew_leases().await;
+                    h.take_over_pending(false).await;
                 }
-                _ = refresh_tick.tick(), if shared => {
-                    if let Err(e) = h.refresh_from_store().await {
-                        tracing::warn!(error = %e, "could not refresh the index from the bucket");
-                    }
+                _ = revalidate_tick.tick(), if !revalidate.is_zero() => {
+                    h.drop_deleted_from_memory().await;
                 }
                 _ = cleanup.tick() => {
-                    let deleted = crate::lifecycle::cleanup(h, false).await;
-                    if !deleted.is_empty() {
-                        tracing::info!(deleted = deleted.len(), "cleanup finished");
+                    match h.cleanup(false).await {
+                        Ok(r) if !r.deleted.is_empty() => tracing::info!(deleted = r.deleted.len(), "cleanup finished"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "cleanup failed; it runs again at the next interval"),
                     }
                 }
-                _ = flush_tick.tick() => {
-                    let hosting = h.clone();
-                    let _ = tokio::task::spawn_blocking(move || flush(&hosting)).await;
-                    h.share_access().await;
+                _ = flush_tick.tick() => h.flush_hits().await,
+                _ = housekeeping.tick() => {
+                    h.retry_import().await;
+                    h.publish_gauges().await;
+                    h.sweep_deleted_objects().await;
                 }
                 _ = shutdown.changed() => return,
             }

@@ -2,15 +2,19 @@
 //! environment. Validation happens once, at start, and every failure names the
 //! setting it is about.
 
+mod groups;
 mod parse;
 pub mod settings;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use crate::sources::SourceMatcher;
 use crate::userid::{JwtSettings, UserIdPolicy, UserIdSource};
+pub use groups::{
+    DatabaseConfig, DownloadConfig, LifecycleConfig, PersistConfig, PersistMode, RateConfig,
+    RewriteConfig, S3Config, StorageBackend, StorageConfig,
+};
 pub use parse::PathPattern;
 use parse::Raw;
 
@@ -31,22 +35,9 @@ impl ConfigError {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PersistMode {
-    BeforeResponse,
-    Background,
-    OnFirstHit,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Json,
     Pretty,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StorageBackend {
-    Disk,
-    S3,
 }
 
 #[derive(Debug, Clone)]
@@ -60,18 +51,6 @@ pub struct Upstream {
 }
 
 #[derive(Debug, Clone)]
-pub struct S3Config {
-    pub endpoint: Option<String>,
-    pub bucket: String,
-    pub region: String,
-    pub force_path_style: bool,
-    pub prefix: String,
-    pub access_key_id: Option<String>,
-    pub secret_access_key: Option<String>,
-    pub session_token: Option<String>,
-}
-
-#[derive(Debug, Clone)]
 pub struct Config {
     pub upstream: Upstream,
     pub upstream_timeout: Duration,
@@ -80,34 +59,15 @@ pub struct Config {
     pub public_base_url: Option<String>,
     pub worker_threads: usize,
     pub hosting_enabled: bool,
-    pub rewrite_paths: Vec<PathPattern>,
-    pub sources: SourceMatcher,
-    pub rewrite_max_body: usize,
-    pub max_sources_per_response: usize,
+    pub rewrite: RewriteConfig,
     pub user_id: UserIdPolicy,
-    pub persist_mode: PersistMode,
-    pub persist_timeout: Duration,
-    pub storage_backend: StorageBackend,
-    pub storage_path: PathBuf,
-    pub memory_cache_bytes: u64,
-    pub max_bytes: u64,
-    pub max_pixels: u64,
-    pub download_retries: u32,
-    pub download_concurrency: usize,
-    pub download_connect_timeout: Duration,
-    pub download_timeout: Duration,
-    pub rate_per_sec: f64,
-    pub burst: f64,
-    pub rate_v6_prefix: u8,
-    pub trust_forwarded_for: bool,
-    pub max_age: Duration,
-    pub per_user_limit: usize,
-    pub storage_max_bytes: Option<u64>,
-    pub min_free_bytes: u64,
-    pub cleanup_interval: Duration,
-    pub cache_revalidate: Duration,
+    pub persist: PersistConfig,
+    pub storage: StorageConfig,
+    pub database: DatabaseConfig,
+    pub download: DownloadConfig,
+    pub serve_rate: RateConfig,
+    pub lifecycle: LifecycleConfig,
     pub admin_token: Option<String>,
-    pub s3: Option<S3Config>,
     pub log_format: LogFormat,
     pub shutdown_grace: Duration,
     /// The raw values after layering, for `check-config`.
@@ -148,34 +108,8 @@ impl Config {
         parse::socket_addr("LISTEN_ADDR", &listen_addr)?;
         let metrics_addr = raw.get("METRICS_ADDR").to_string();
         parse::socket_addr("METRICS_ADDR", &metrics_addr)?;
-        let persist_mode = match raw.get("IMAGE_PERSIST_MODE") {
-            "before_response" => PersistMode::BeforeResponse,
-            "background" => PersistMode::Background,
-            "on_first_hit" => PersistMode::OnFirstHit,
-            other => {
-                return Err(ConfigError::new(
-                    "IMAGE_PERSIST_MODE",
-                    format!("{other:?} is not one of before_response, background, on_first_hit"),
-                ))
-            }
-        };
-        let storage_backend = match raw.get("IMAGE_STORAGE_BACKEND") {
-            "disk" => StorageBackend::Disk,
-            "s3" => StorageBackend::S3,
-            other => {
-                return Err(ConfigError::new(
-                    "IMAGE_STORAGE_BACKEND",
-                    format!("{other:?} is not one of disk, s3"),
-                ))
-            }
-        };
-        // Parsed for the disk backend too when a bucket is set, so
-        // `migrate --to s3` can use it.
-        let s3 = match (storage_backend, raw.get("S3_BUCKET")) {
-            (StorageBackend::S3, _) => Some(parse_s3(&raw)?),
-            (StorageBackend::Disk, "") => None,
-            (StorageBackend::Disk, _) => Some(parse_s3(&raw)?),
-        };
+        let storage = groups::storage(&raw)?;
+        let database = groups::database(&raw, &storage)?;
         let cfg = Config {
             upstream,
             upstream_timeout: raw.millis("UPSTREAM_TIMEOUT_MS")?,
@@ -187,56 +121,15 @@ impl Config {
                 n => n,
             },
             hosting_enabled: raw.bool("IMAGE_HOSTING_ENABLED")?,
-            rewrite_paths: parse::path_patterns(
-                "IMAGE_REWRITE_PATHS",
-                raw.get("IMAGE_REWRITE_PATHS"),
-            )?,
-            sources: SourceMatcher::parse(
-                raw.get("REPLICATE_HOSTS"),
-                raw.bool("IMAGE_ALLOW_HTTP_SOURCES")?,
-            )
-            .map_err(|m| ConfigError::new("REPLICATE_HOSTS", m))?,
-            rewrite_max_body: raw.positive::<usize>("IMAGE_REWRITE_MAX_BODY_BYTES")?,
-            max_sources_per_response: raw.positive::<usize>("IMAGE_MAX_SOURCES_PER_RESPONSE")?,
+            rewrite: groups::rewrite(&raw)?,
             user_id: parse_user_id(&raw)?,
-            persist_mode,
-            persist_timeout: raw.millis("IMAGE_PERSIST_TIMEOUT_MS")?,
-            storage_backend,
-            storage_path: PathBuf::from(raw.non_empty("IMAGE_STORAGE_PATH")?),
-            memory_cache_bytes: raw
-                .parse::<u64>("IMAGE_MEMORY_CACHE_MB")?
-                .saturating_mul(1 << 20),
-            max_bytes: raw.positive::<u64>("IMAGE_MAX_BYTES")?,
-            max_pixels: raw.positive::<u64>("IMAGE_MAX_PIXELS")?,
-            download_retries: raw.parse::<u32>("IMAGE_DOWNLOAD_RETRIES")?.min(20),
-            download_concurrency: raw.positive::<usize>("IMAGE_DOWNLOAD_CONCURRENCY")?,
-            download_connect_timeout: raw.millis("IMAGE_DOWNLOAD_CONNECT_TIMEOUT_MS")?,
-            download_timeout: raw.millis("IMAGE_DOWNLOAD_TIMEOUT_MS")?,
-            rate_per_sec: raw.positive_f64("IMAGE_DOWNLOAD_RATE_PER_SEC")?,
-            burst: raw.positive_f64("IMAGE_DOWNLOAD_BURST")?,
-            rate_v6_prefix: match raw.parse::<u8>("IMAGE_DOWNLOAD_RATE_IPV6_PREFIX")? {
-                n @ 1..=128 => n,
-                n => {
-                    return Err(ConfigError::new(
-                        "IMAGE_DOWNLOAD_RATE_IPV6_PREFIX",
-                        format!("{n} is not a prefix length from 1 to 128"),
-                    ))
-                }
-            },
-            trust_forwarded_for: raw.bool("TRUST_FORWARDED_FOR")?,
-            max_age: Duration::from_secs_f64(raw.positive_f64("IMAGE_MAX_AGE_DAYS")? * 86_400.0),
-            per_user_limit: raw.parse::<usize>("IMAGE_PER_USER_LIMIT")?,
-            storage_max_bytes: match raw.parse::<u64>("IMAGE_STORAGE_MAX_BYTES")? {
-                0 => None,
-                n => Some(n),
-            },
-            min_free_bytes: raw.parse::<u64>("IMAGE_MIN_FREE_BYTES")?,
-            cleanup_interval: Duration::from_secs(
-                raw.positive::<u64>("IMAGE_CLEANUP_INTERVAL_SECS")?,
-            ),
-            cache_revalidate: Duration::from_secs(raw.parse::<u64>("IMAGE_CACHE_REVALIDATE_SECS")?),
+            persist: groups::persist(&raw)?,
+            storage,
+            database,
+            download: groups::download(&raw)?,
+            serve_rate: groups::serve_rate(&raw)?,
+            lifecycle: groups::lifecycle(&raw)?,
             admin_token: raw.optional("ADMIN_TOKEN"),
-            s3,
             log_format: match raw.get("LOG_FORMAT") {
                 "json" => LogFormat::Json,
                 "pretty" => LogFormat::Pretty,
@@ -268,9 +161,11 @@ impl Config {
         for s in settings::SETTINGS {
             let value = self.raw.get(s.name).map(String::as_str).unwrap_or("");
             let shown = if s.secret && !value.is_empty() {
-                "<redacted>"
+                "<redacted>".to_string()
+            } else if s.name == "DATABASE_URL" {
+                redact_url(value)
             } else {
-                value
+                value.to_string()
             };
             out.push_str(&format!("{} = {:?}\n", s.name, shown));
         }
@@ -279,7 +174,18 @@ impl Config {
 
     /// Is this request path one whose JSON response is rewritten?
     pub fn is_rewrite_path(&self, path: &str) -> bool {
-        self.hosting_enabled && self.rewrite_paths.iter().any(|p| p.matches(path))
+        self.hosting_enabled && self.rewrite.paths.iter().any(|p| p.matches(path))
+    }
+}
+
+/// A connection URL with its password replaced, for output and errors.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("<redacted>"));
+            u.to_string()
+        }
+        _ => url.to_string(),
     }
 }
 
@@ -358,28 +264,6 @@ fn parse_user_id(raw: &Raw) -> Result<UserIdPolicy, ConfigError> {
             .map_err(|m| ConfigError::new("IMAGE_USER_ID_FROM", m))?;
     }
     Ok(policy)
-}
-
-fn parse_s3(raw: &Raw) -> Result<S3Config, ConfigError> {
-    let endpoint = raw.optional("S3_ENDPOINT");
-    if let Some(e) = &endpoint {
-        url::Url::parse(e)
-            .map_err(|err| ConfigError::new("S3_ENDPOINT", format!("{e:?}: {err}")))?;
-    }
-    let mut prefix = raw.get("S3_PREFIX").trim_start_matches('/').to_string();
-    if !prefix.is_empty() && !prefix.ends_with('/') {
-        prefix.push('/');
-    }
-    Ok(S3Config {
-        endpoint,
-        bucket: raw.non_empty("S3_BUCKET")?.to_string(),
-        region: raw.non_empty("S3_REGION")?.to_string(),
-        force_path_style: raw.bool("S3_FORCE_PATH_STYLE")?,
-        prefix,
-        access_key_id: raw.optional("AWS_ACCESS_KEY_ID"),
-        secret_access_key: raw.optional("AWS_SECRET_ACCESS_KEY"),
-        session_token: raw.optional("AWS_SESSION_TOKEN"),
-    })
 }
 
 #[cfg(test)]

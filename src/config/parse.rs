@@ -9,7 +9,7 @@ use super::settings::{self, SETTINGS};
 use super::ConfigError;
 
 /// Setting name -> raw string value, after layering.
-pub(super) struct Raw(BTreeMap<String, String>);
+pub(crate) struct Raw(BTreeMap<String, String>);
 
 impl Raw {
     pub fn defaults() -> Raw {

@@ -16,9 +16,9 @@ fn defaults_are_valid() {
     let c = load(&[]).unwrap();
     assert_eq!(c.listen_addr, "0.0.0.0:8080");
     assert_eq!(c.metrics_addr, "127.0.0.1:9090");
-    assert_eq!(c.persist_mode, PersistMode::BeforeResponse);
-    assert_eq!(c.memory_cache_bytes, 256 << 20);
-    assert_eq!(c.per_user_limit, 50);
+    assert_eq!(c.persist.mode, PersistMode::BeforeResponse);
+    assert_eq!(c.storage.memory_cache_bytes, 256 << 20);
+    assert_eq!(c.lifecycle.per_user_limit, 50);
     assert!(c.is_rewrite_path("/v1/images/generate"));
     assert!(!c.is_rewrite_path("/v1/images/generate/x"));
 }
@@ -56,8 +56,8 @@ fn toml_then_env() {
     )
     .unwrap();
     let c = Config::load_from(Some(&path), &env(&[("IMAGE_PER_USER_LIMIT", "9")])).unwrap();
-    assert_eq!(c.max_age, Duration::from_secs(43_200));
-    assert_eq!(c.per_user_limit, 9);
+    assert_eq!(c.lifecycle.max_age, Duration::from_secs(43_200));
+    assert_eq!(c.lifecycle.per_user_limit, 9);
     assert!(c.is_rewrite_path("/a"));
     assert!(c.is_rewrite_path("/b/anything"));
     assert!(!c.is_rewrite_path("/c"));
@@ -75,7 +75,7 @@ fn unknown_toml_key_is_refused() {
 #[test]
 fn fractional_age() {
     let c = load(&[("IMAGE_MAX_AGE_DAYS", "0.0001")]).unwrap();
-    assert!((c.max_age.as_secs_f64() - 8.64).abs() < 1e-6);
+    assert!((c.lifecycle.max_age.as_secs_f64() - 8.64).abs() < 1e-6);
 }
 
 #[test]
@@ -117,4 +117,24 @@ fn example_toml_loads() {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/permaproxy.example.toml");
     Config::load_from(Some(&path), &[]).unwrap();
+}
+
+#[test]
+fn database_defaults_to_sqlite_in_the_storage_folder() {
+    let c = load(&[("IMAGE_STORAGE_PATH", "/data/images")]).unwrap();
+    assert_eq!(c.database.url, "sqlite:///data/images/permaproxy.db");
+    let c = load(&[("DATABASE_URL", "postgres://u:pw@db:5432/pp")]).unwrap();
+    assert_eq!(c.database.url, "postgres://u:pw@db:5432/pp");
+    assert!(
+        c.describe()
+            .contains("postgres://u:%3Credacted%3E@db:5432/pp"),
+        "{}",
+        c.describe()
+    );
+    let e = load(&[("DATABASE_URL", "mysql://x")]).unwrap_err();
+    assert_eq!(e.setting, "DATABASE_URL");
+    let e = load(&[("IMAGE_PENDING_LEASE_SECS", "1")]).unwrap_err();
+    assert_eq!(e.setting, "IMAGE_PENDING_LEASE_SECS");
+    let c = load(&[("IMAGE_FIRST_HIT_DEADLINE_SECS", "0")]).unwrap();
+    assert_eq!(c.persist.first_hit_deadline, None);
 }

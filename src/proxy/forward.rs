@@ -207,12 +207,12 @@ async fn respond(
         && is_json(&headers)
         && resp
             .content_length()
-            .is_none_or(|n| n <= app.cfg.rewrite_max_body as u64);
+            .is_none_or(|n| n <= app.cfg.rewrite.max_body as u64);
     if !eligible {
         stream_through(app, session, status.as_u16(), headers, resp, Bytes::new()).await;
         return;
     }
-    let (buffered, overflow) = match read_capped(&mut resp, app.cfg.rewrite_max_body).await {
+    let (buffered, overflow) = match read_capped(&mut resp, app.cfg.rewrite.max_body).await {
         Ok(r) => r,
         Err(e) => {
             // Nothing has been sent yet, so the client can still be told.

@@ -9,8 +9,8 @@ use pingora::proxy::Session;
 use super::{respond, App, Ctx};
 use crate::cache::CachedImage;
 use crate::error::ApiError;
-use crate::hosting::{now_ms, Lookup};
-use crate::ids::{parse_hosted_path, ImageKey};
+use crate::hosting::Lookup;
+use crate::ids::parse_hosted_path;
 use crate::metrics;
 use crate::serve::{self, Conditions, Plan};
 use crate::store::{ImageMeta, StoreError};
@@ -41,10 +41,10 @@ async fn serve_inner(app: &App, session: &mut Session, ctx: &mut Ctx) -> Result<
     check_rate(app, session)?;
     let (key, _ext) = parse_hosted_path(session.req_header().uri.path())?;
     let h = &app.hosting;
-    let (tier, body) = match h.lookup(&key).await {
+    let (tier, body) = match h.open_image(&key).await {
         Lookup::Memory(img) => ("memory", Body::Memory(img)),
-        Lookup::Stored(meta) => ("disk", load(app, &key, meta).await?),
-        Lookup::Fetched(meta) => ("pending", load(app, &key, meta).await?),
+        Lookup::Stored(meta) => ("disk", load(app, meta).await?),
+        Lookup::Fetched(meta) => ("pending", load(app, meta).await?),
         Lookup::Redirect(source) => {
             ctx.tier = Some("pending");
             metrics::get()
@@ -67,7 +67,7 @@ async fn serve_inner(app: &App, session: &mut Session, ctx: &mut Ctx) -> Result<
         .hosted_requests
         .with_label_values(&[tier])
         .inc();
-    h.index.touch(&key, now_ms());
+    h.record_request(&key);
     write_image(app, session, body).await
 }
 
@@ -81,7 +81,8 @@ fn check_rate(app: &App, session: &Session) -> Result<(), ApiError> {
         .headers
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok());
-    let Some(ip) = crate::limits::client_ip(socket, xff, app.cfg.trust_forwarded_for) else {
+    let Some(ip) = crate::limits::client_ip(socket, xff, app.cfg.serve_rate.trust_forwarded_for)
+    else {
         return Ok(());
     };
     app.limiter.check(ip).map_err(|retry_after_secs| {
@@ -107,35 +108,16 @@ impl Body {
 
 /// Small images are read whole into the memory cache and served from
 /// there; large ones stream from the store without being held in memory.
-async fn load(
-    app: &App,
-    key: &ImageKey,
-    meta: std::sync::Arc<ImageMeta>,
-) -> Result<Body, ApiError> {
+async fn load(app: &App, meta: std::sync::Arc<ImageMeta>) -> Result<Body, ApiError> {
     let h = &app.hosting;
-    if !h.cache.admits(meta.size) {
+    if !h.fits_in_memory(meta.size) {
         return Ok(Body::Stream(meta));
     }
-    let bytes = match h.store.read_all(&meta).await {
-        Ok(b) => b,
-        Err(StoreError::NotFound) => {
-            h.index.remove(key);
-            return Err(ApiError::ImageNotFound);
-        }
-        Err(e) => return Err(ApiError::StorageUnavailable(e.to_string())),
-    };
-    let img = CachedImage {
-        bytes,
-        meta,
-        loaded: std::time::Instant::now(),
-    };
-    h.cache.insert(key.clone(), img.clone()).await;
-    // A delete may have run while the bytes were read: it removes the index
-    // entry before it clears memory, so this check never leaves them cached.
-    if h.index.get(key).is_none() {
-        h.cache.invalidate(key).await;
+    match h.load_into_memory(meta).await {
+        Ok(img) => Ok(Body::Memory(img)),
+        Err(StoreError::NotFound) => Err(ApiError::ImageNotFound),
+        Err(e) => Err(ApiError::StorageUnavailable(e.to_string())),
     }
-    Ok(Body::Memory(img))
 }
 
 async fn write_image(app: &App, session: &mut Session, body: Body) -> Result<(), ApiError> {
@@ -201,14 +183,9 @@ async fn open_stream(
     meta: &ImageMeta,
     range: Option<crate::store::ByteRange>,
 ) -> Result<crate::store::ByteStream, ApiError> {
-    match app.hosting.store.read(meta, range).await {
+    match app.hosting.open_stream(meta, range).await {
         Ok(s) => Ok(s),
-        Err(StoreError::NotFound) => {
-            if let Some(key) = meta.key() {
-                app.hosting.index.remove(&key);
-            }
-            Err(ApiError::ImageNotFound)
-        }
+        Err(StoreError::NotFound) => Err(ApiError::ImageNotFound),
         Err(e) => Err(ApiError::StorageUnavailable(e.to_string())),
     }
 }

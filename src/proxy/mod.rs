@@ -94,7 +94,7 @@ const UPSTREAM_DNS_TTL: Duration = Duration::from_secs(10);
 impl App {
     pub fn new(cfg: Arc<Config>, hosting: Arc<Hosting>) -> Result<App, String> {
         Ok(App {
-            limiter: RateLimiter::new(cfg.rate_per_sec, cfg.burst, cfg.rate_v6_prefix),
+            limiter: RateLimiter::new(&cfg.serve_rate),
             forwarder: Forwarder::new(&cfg).map_err(|e| format!("HTTP client: {e}"))?,
             cfg,
             hosting,

@@ -101,12 +101,13 @@ async fn rewrite_body(
         .map(|s| s.trim().to_ascii_lowercase());
     let decoded = match encoding.as_deref() {
         None | Some("") | Some("identity") => raw.to_vec(),
-        Some(enc) => decode(enc, raw, app.cfg.rewrite_max_body).ok_or(RewriteFailure::Decode)?,
+        Some(enc) => decode(enc, raw, app.cfg.rewrite.max_body).ok_or(RewriteFailure::Decode)?,
     };
-    if !rewrite::may_contain_sources(&decoded, app.cfg.sources.needles()) {
+    if !rewrite::may_contain_sources(&decoded, app.cfg.rewrite.sources.needles()) {
         return Ok(None);
     }
-    let scan = rewrite::scan(&decoded, &app.cfg.sources).map_err(|_| RewriteFailure::NotJson)?;
+    let scan =
+        rewrite::scan(&decoded, &app.cfg.rewrite.sources).map_err(|_| RewriteFailure::NotJson)?;
     if scan.found.is_empty() {
         return Ok(None);
     }
@@ -130,7 +131,7 @@ async fn rewrite_body(
         tracing::warn!("no trusted user id for this response: original URLs kept");
         return Ok(encoding.is_some().then_some(decoded));
     };
-    let (sources, over_cap) = rewrite::distinct_sources(&scan, app.cfg.max_sources_per_response);
+    let (sources, over_cap) = rewrite::distinct_sources(&scan, app.cfg.rewrite.max_sources);
     if over_cap > 0 {
         metrics::get()
             .rewritten_urls
@@ -138,14 +139,14 @@ async fn rewrite_body(
             .inc_by(over_cap as u64);
         tracing::warn!(
             over_cap,
-            limit = app.cfg.max_sources_per_response,
+            limit = app.cfg.rewrite.max_sources,
             "more sources than IMAGE_MAX_SOURCES_PER_RESPONSE: the rest keep their URLs"
         );
     }
     let base = public_base(app.cfg.public_base_url.as_deref(), req_headers);
     let replacements = app
         .hosting
-        .host_for_response(&user, sources, scan.prediction_id.clone(), &base)
+        .host_sources(&user, sources, scan.prediction_id.clone(), &base)
         .await;
     let kept = scan
         .found

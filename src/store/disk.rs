@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-use super::{ByteRange, ByteStream, ImageMeta, Store, StoreError};
+use super::{ByteRange, ByteStream, ImageMeta, MetaRecord, Store, StoreError};
 use crate::ids::{ImageId, ImageKey, UserId};
 use crate::image_format::{self, Format};
 
@@ -23,6 +23,9 @@ const READ_CHUNK: usize = 128 * 1024;
 
 pub struct DiskStore {
     root: PathBuf,
+    /// Never writes: `cleanup --dry-run` and `migrate` beside a running
+    /// proxy read the folder as it is, repairing nothing.
+    read_only: bool,
 }
 
 impl DiskStore {
@@ -30,7 +33,24 @@ impl DiskStore {
         std::fs::create_dir_all(root)?;
         Ok(DiskStore {
             root: root.to_path_buf(),
+            read_only: false,
         })
+    }
+
+    pub fn read_only(root: &Path) -> DiskStore {
+        DiskStore {
+            root: root.to_path_buf(),
+            read_only: true,
+        }
+    }
+
+    fn writable(&self) -> Result<(), StoreError> {
+        if self.read_only {
+            return Err(StoreError::Backend(
+                "this store was opened read-only".into(),
+            ));
+        }
+        Ok(())
     }
 
     fn image_path(&self, meta: &ImageMeta) -> PathBuf {
@@ -42,6 +62,24 @@ impl DiskStore {
             .join(key.user.as_str())
             .join(format!("{}.json", key.id))
     }
+
+    /// `{user}/{id}.{ext}` as a path under the root, or `None` for anything
+    /// that is not exactly that (the queue of deletions is data, so it is
+    /// checked like a request path before it names a file).
+    fn parse_relative(&self, relative: &str) -> Option<(PathBuf, PathBuf)> {
+        let (user, file) = relative.split_once('/')?;
+        let (id, ext) = file.rsplit_once('.')?;
+        let key = ImageKey::new(UserId::parse(user)?, ImageId::parse(id)?);
+        Format::from_ext(ext)?;
+        Some((self.root.join(relative), self.sidecar_path(&key)))
+    }
+}
+
+fn read_sidecar(path: &Path) -> Option<ImageMeta> {
+    let bytes = std::fs::read(path).ok()?;
+    serde_json::from_slice::<MetaRecord>(&bytes)
+        .ok()?
+        .into_meta()
 }
 
 /// Write to a temporary name, fsync, rename: a reader sees the old file or
@@ -98,16 +136,15 @@ fn read_chunk(
 #[async_trait]
 impl Store for DiskStore {
     async fn put(&self, staged: &Path, meta: &ImageMeta) -> Result<(), StoreError> {
-        let key = meta
-            .key()
-            .ok_or_else(|| StoreError::Backend("invalid key".into()))?;
+        self.writable()?;
+        let key = &meta.key;
         let user_dir = self.root.join(key.user.as_str());
-        let sidecar = self.sidecar_path(&key);
+        let sidecar = self.sidecar_path(key);
         let target = self.image_path(meta);
         let staged = staged.to_path_buf();
         let root = self.root.clone();
-        let json =
-            serde_json::to_vec_pretty(meta).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(&MetaRecord::from_meta(meta))
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
         blocking(move || {
             if !user_dir.exists() {
                 std::fs::create_dir_all(&user_dir).map_err(StoreError::from_io)?;
@@ -122,17 +159,14 @@ impl Store for DiskStore {
         .await
     }
 
-    async fn head(&self, key: &ImageKey) -> Result<Option<ImageMeta>, StoreError> {
-        let sidecar = self.sidecar_path(key);
-        let root = self.root.clone();
-        let key = key.clone();
-        blocking(move || match std::fs::read(&sidecar) {
-            Ok(bytes) => match serde_json::from_slice::<ImageMeta>(&bytes) {
-                Ok(meta) if root.join(meta.relative_path()).exists() => Ok(Some(meta)),
-                _ => Ok(repair(&root, &key, true)),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(repair(&root, &key, true)),
-            Err(e) => Err(StoreError::from_io(e)),
+    async fn stat(&self, meta: &ImageMeta) -> Result<Option<ImageMeta>, StoreError> {
+        let image = self.image_path(meta);
+        let sidecar = self.sidecar_path(&meta.key);
+        blocking(move || {
+            if !image.exists() {
+                return Ok(None);
+            }
+            Ok(read_sidecar(&sidecar))
         })
         .await
     }
@@ -185,13 +219,15 @@ impl Store for DiskStore {
         Ok(Bytes::from(data))
     }
 
-    async fn delete(&self, meta: &ImageMeta) -> Result<(), StoreError> {
-        let image = self.image_path(meta);
-        let sidecar = meta.key().map(|k| self.sidecar_path(&k));
+    async fn delete(&self, relative_path: &str) -> Result<(), StoreError> {
+        self.writable()?;
+        let (image, sidecar) = self
+            .parse_relative(relative_path)
+            .ok_or_else(|| StoreError::Backend(format!("not an image path: {relative_path:?}")))?;
         blocking(move || {
             // Image first: once it is gone nothing can serve it, and an
-            // orphan sidecar is swept at the next start.
-            for path in std::iter::once(image).chain(sidecar) {
+            // orphan sidecar is only read by reindex, which checks the image.
+            for path in [image, sidecar] {
                 match std::fs::remove_file(&path) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -205,10 +241,16 @@ impl Store for DiskStore {
 
     async fn list(&self) -> Result<Vec<ImageMeta>, StoreError> {
         let root = self.root.clone();
-        blocking(move || scan_root(&root, true).map_err(StoreError::from_io)).await
+        let fix = !self.read_only;
+        blocking(move || match scan_root(&root, fix) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            other => other.map_err(StoreError::from_io),
+        })
+        .await
     }
 
     async fn probe(&self) -> Result<(), StoreError> {
+        self.writable()?;
         let path = self.root.join("~probe");
         blocking(move || {
             write_atomic(&path, b"ok").map_err(StoreError::from_io)?;
@@ -282,9 +324,7 @@ fn scan_root(root: &Path, fix: bool) -> std::io::Result<Vec<ImageMeta>> {
             // A sidecar that disagrees with the image's path or length is
             // corrupt: the image is the truth.
             let len = file.metadata().ok().map(|m| m.len());
-            let meta = std::fs::read(&sidecar)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<ImageMeta>(&b).ok())
+            let meta = read_sidecar(&sidecar)
                 .filter(|m| m.relative_path() == format!("{user}/{fname}") && Some(m.size) == len);
             match meta.or_else(|| repair(root, &key, fix)) {
                 Some(m) => out.push(m),
@@ -326,10 +366,8 @@ fn repair(root: &Path, key: &ImageKey, fix: bool) -> Option<ImageMeta> {
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_millis() as u64);
     let meta = ImageMeta {
-        id: key.id.to_string(),
-        user_id: key.user.to_string(),
+        key: key.clone(),
         format,
-        content_type: format.content_type().to_string(),
         size,
         sha256: hex::encode(hasher.finalize()),
         source_url: None,
@@ -344,7 +382,7 @@ fn repair(root: &Path, key: &ImageKey, fix: bool) -> Option<ImageMeta> {
     if right != path && std::fs::rename(&path, &right).is_err() {
         return None;
     }
-    if let Ok(json) = serde_json::to_vec_pretty(&meta) {
+    if let Ok(json) = serde_json::to_vec_pretty(&MetaRecord::from_meta(&meta)) {
         let _ = write_atomic(&dir.join(format!("{}.json", key.id)), &json);
     }
     tracing::info!(image = %key, "rebuilt metadata from the image bytes");

@@ -1,9 +1,14 @@
-//! The storage interface. The disk store is the default; an object store
-//! implements the same trait. Images arrive as staged files that the fetcher
-//! has already written and fsynced, so every backend only has to publish them.
+//! The byte store: where images live. The metadata that decides what
+//! exists lives in the database ([`crate::repo`]); a store only publishes,
+//! reads and deletes bytes, and keeps a copy of each image's metadata beside
+//! it (a sidecar on disk, object metadata on S3) so `permaproxy reindex` can
+//! rebuild the database from the store alone.
+//!
+//! Images arrive as staged files that the fetcher has already written and
+//! fsynced, so every backend only has to publish them.
 
 pub mod disk;
-pub mod s3;
+pub mod object;
 
 use std::path::Path;
 use std::pin::Pin;
@@ -11,45 +16,37 @@ use std::pin::Pin;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
-use serde::{Deserialize, Serialize};
 
-use crate::ids::{ImageId, ImageKey, UserId};
+use crate::ids::ImageKey;
 use crate::image_format::Format;
 
-/// What is kept with every image: enough to serve it, and to rebuild any
-/// index from the store alone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A stored image as serving needs it. Typed: the key was parsed once,
+/// where the row or object was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageMeta {
-    pub id: String,
-    pub user_id: String,
+    pub key: ImageKey,
     pub format: Format,
-    pub content_type: String,
     pub size: u64,
     pub sha256: String,
-    #[serde(default)]
     pub source_url: Option<String>,
-    #[serde(default)]
     pub prediction_id: Option<String>,
-    /// Unix milliseconds.
+    /// When the bytes were stored, Unix milliseconds (Last-Modified).
     pub created_at: u64,
 }
 
 impl ImageMeta {
-    /// The typed key, if the stored names are valid.
-    pub fn key(&self) -> Option<ImageKey> {
-        Some(ImageKey::new(
-            UserId::parse(&self.user_id)?,
-            ImageId::parse(&self.id)?,
-        ))
-    }
-
     /// A strong validator from the content digest.
     pub fn etag(&self) -> String {
         format!("\"{}\"", &self.sha256[..self.sha256.len().min(32)])
     }
 
+    pub fn content_type(&self) -> &'static str {
+        self.format.content_type()
+    }
+
+    /// `{user}/{id}.{ext}`, relative to the store's root or prefix.
     pub fn relative_path(&self) -> String {
-        format!("{}/{}.{}", self.user_id, self.id, self.format.ext())
+        self.key.relative_path(self.format)
     }
 }
 
@@ -108,8 +105,6 @@ pub trait Store: Send + Sync {
     /// the same image twice is harmless: same key, same bytes.
     async fn put(&self, staged: &Path, meta: &ImageMeta) -> Result<(), StoreError>;
 
-    async fn head(&self, key: &ImageKey) -> Result<Option<ImageMeta>, StoreError>;
-
     /// Streams the image, or the given range of it.
     async fn read(
         &self,
@@ -120,9 +115,17 @@ pub trait Store: Send + Sync {
     /// The whole image in memory; only used for images small enough to cache.
     async fn read_all(&self, meta: &ImageMeta) -> Result<Bytes, StoreError>;
 
-    async fn delete(&self, meta: &ImageMeta) -> Result<(), StoreError>;
+    /// Deletes the object at `relative_path` and the metadata kept beside it.
+    /// Deleting what is already gone is not an error.
+    async fn delete(&self, relative_path: &str) -> Result<(), StoreError>;
 
-    /// Every stored image; the store is the truth any index is rebuilt from.
+    /// The metadata kept with the object for `meta`'s key and format, if the
+    /// object exists.
+    async fn stat(&self, meta: &ImageMeta) -> Result<Option<ImageMeta>, StoreError>;
+
+    /// Every stored image, from the metadata kept beside the bytes. Only
+    /// `reindex`, the first start after an upgrade and `migrate` walk the
+    /// whole store; serving never does.
     async fn list(&self) -> Result<Vec<ImageMeta>, StoreError>;
 
     /// Writes and removes a small probe, for readiness.
@@ -133,13 +136,58 @@ pub trait Store: Send + Sync {
 
     fn name(&self) -> &'static str;
 
-    /// Small shared state that every replica can read (access times). A
-    /// single local disk needs none of it.
-    async fn put_state(&self, _name: &str, _data: Bytes) -> Result<(), StoreError> {
-        Ok(())
+    /// Small state objects an older version shared between replicas
+    /// (per-replica access times), read once when it is imported.
+    async fn legacy_state(&self, _dir: &str) -> Result<Vec<Bytes>, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+/// What an object or sidecar of a stored image holds, as it was written by
+/// every version so far: the keys parse into a typed [`ImageMeta`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MetaRecord {
+    pub id: String,
+    pub user_id: String,
+    pub format: Format,
+    pub content_type: String,
+    pub size: u64,
+    pub sha256: String,
+    #[serde(default)]
+    pub source_url: Option<String>,
+    #[serde(default)]
+    pub prediction_id: Option<String>,
+    pub created_at: u64,
+}
+
+impl MetaRecord {
+    pub fn from_meta(m: &ImageMeta) -> MetaRecord {
+        MetaRecord {
+            id: m.key.id.to_string(),
+            user_id: m.key.user.to_string(),
+            format: m.format,
+            content_type: m.content_type().to_string(),
+            size: m.size,
+            sha256: m.sha256.clone(),
+            source_url: m.source_url.clone(),
+            prediction_id: m.prediction_id.clone(),
+            created_at: m.created_at,
+        }
     }
 
-    async fn list_state(&self, _dir: &str) -> Result<Vec<Bytes>, StoreError> {
-        Ok(Vec::new())
+    pub fn into_meta(self) -> Option<ImageMeta> {
+        let key = ImageKey::new(
+            crate::ids::UserId::parse(&self.user_id)?,
+            crate::ids::ImageId::parse(&self.id)?,
+        );
+        Some(ImageMeta {
+            key,
+            format: self.format,
+            size: self.size,
+            sha256: self.sha256,
+            source_url: self.source_url,
+            prediction_id: self.prediction_id,
+            created_at: self.created_at,
+        })
     }
 }

@@ -8,7 +8,7 @@ const EC_PRIVATE: &str = include_str!("../../tests/fixtures/jwt/ec_private.pem")
 const EC_PUBLIC: &str = include_str!("../../tests/fixtures/jwt/ec_public.pem");
 
 fn now() -> i64 {
-    crate::hosting::now_ms() as i64 / 1000
+    crate::clock::now_ms() as i64 / 1000
 }
 
 fn policy(list: &str, secret: Option<&str>, pem: Option<&str>) -> UserIdPolicy {

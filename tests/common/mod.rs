@@ -9,6 +9,7 @@
 //! part of it, hence the `dead_code` allowance.
 #![allow(dead_code, unused_imports)]
 
+pub mod db;
 pub mod filehost;
 pub mod fixtures;
 pub mod metrics;

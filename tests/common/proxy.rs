@@ -11,6 +11,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_permaproxy");
 /// Settings this harness controls; removed from the inherited environment so
 /// that a developer's shell cannot leak into a test.
 const CONTROLLED_PREFIXES: &[&str] = &[
+    "DATABASE_",
     "UPSTREAM_URL",
     "LISTEN_ADDR",
     "PORT",
@@ -79,6 +80,7 @@ pub struct Proxy {
     opts: ProxyOptions,
     dir: tempfile::TempDir,
     storage: PathBuf,
+    database_url: String,
     child: Option<Child>,
     listen_port: u16,
     admin_port: u16,
@@ -117,10 +119,25 @@ impl Proxy {
             .storage
             .clone()
             .unwrap_or_else(|| dir.path().join("storage"));
+        let mut opts = opts;
+        let database_url = match opts.env.iter().find(|(k, _)| k == "DATABASE_URL") {
+            Some((_, v)) => v.clone(),
+            None => match super::db::postgres_server() {
+                // The Postgres run of the suite: a fresh database per proxy,
+                // kept across its restarts.
+                Some(server) => {
+                    let url = super::db::fresh_postgres(&server).await;
+                    opts = opts.env("DATABASE_URL", &url);
+                    url
+                }
+                None => super::db::sqlite_url(&storage),
+            },
+        };
         let mut p = Proxy {
             opts,
             dir,
             storage,
+            database_url,
             child: None,
             listen_port: 0,
             admin_port: 0,
@@ -217,6 +234,16 @@ impl Proxy {
     /// `base() + path`
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base(), path)
+    }
+
+    /// DATABASE_URL of this proxy (kept across restarts).
+    pub fn database_url(&self) -> &str {
+        &self.database_url
+    }
+
+    /// A connection to this proxy's database, for looking at its rows.
+    pub async fn db(&self) -> super::db::Db {
+        super::db::Db::open(&self.database_url).await
     }
 
     /// IMAGE_STORAGE_PATH of this proxy (kept across restarts).

@@ -7,14 +7,22 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The recorded last-request times, `{"user/id": unix ms}`, if written yet.
-fn access_times(storage: &Path) -> Option<Value> {
-    let bytes = std::fs::read(storage.join("~state/access.json")).ok()?;
-    serde_json::from_slice(&bytes).ok()
+/// The last-request time the database holds for `img`.
+async fn requested_at(p: &Proxy, img: &Img) -> Option<u64> {
+    let db = p.db().await;
+    let at = db.requested_at(img.user(), img.id()).await;
+    db.close().await;
+    at
 }
 
-fn access_of(times: &Value, img: &Img) -> Option<u64> {
-    times[format!("{}/{}", img.user(), img.id())].as_u64()
+/// Every file under `dir` but the embedded database's own: SQLite creates
+/// and removes its -wal and -shm files as connections come and go; its rows
+/// are compared by [`common::db::Db::dump`] instead.
+fn snapshot_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    snapshot(dir)
+        .into_iter()
+        .filter(|(p, _)| !p.to_string_lossy().contains("permaproxy.db"))
+        .collect()
 }
 
 /// Stops the proxy with SIGTERM and waits for it to exit.
@@ -37,12 +45,13 @@ async fn a_restart_keeps_counts_and_access_order() {
 
     // Crash after the batched flush has recorded A's request: no clean stop.
     let flushed = wait_until(secs(15), || async {
-        access_times(&storage).is_some_and(
-            |t| matches!((access_of(&t, &a), access_of(&t, &c)), (Some(ta), Some(tc)) if ta > tc),
+        matches!(
+            (requested_at(&s.proxy, &a).await, requested_at(&s.proxy, &c).await),
+            (Some(ta), Some(tc)) if ta > tc
         )
     })
     .await;
-    assert!(flushed, "A's request never reached ~state/access.json");
+    assert!(flushed, "A's request never reached the database");
     s.proxy.kill9();
     s.proxy.restart().await;
     assert_eq!(stats_totals(&s.proxy).await, before, "counts after a crash");
@@ -75,8 +84,12 @@ async fn a_restart_keeps_counts_and_access_order() {
     assert_eq!(listed_ids(&s.proxy, "u1").await, ids(&[&c, &d, &e]));
 }
 
+/// `permaproxy reindex`: the database is lost (every image row gone), two
+/// sidecars are missing and two corrupt; the command rebuilds the rows from
+/// the store, the bytes decide where the sidecars lie, and every hosted URL
+/// serves as before with the same ETag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_index_is_rebuilt_from_the_images() {
+async fn reindex_rebuilds_a_lost_database_from_the_store() {
     let mut s = stands(&[]).await;
     let storage = s.proxy.storage_path().to_path_buf();
     let mut imgs = Vec::new();
@@ -94,9 +107,9 @@ async fn a_lost_index_is_rebuilt_from_the_images() {
     let stats = admin_json(&s.proxy, "/admin/stats").await;
     stop(&mut s.proxy).await;
 
-    // Lose the state dir (access times, journal), two sidecars, and
-    // corrupt two others: one torn, one valid JSON with a wrong size.
-    std::fs::remove_dir_all(storage.join("~state")).expect("remove ~state");
+    let db = s.proxy.db().await;
+    db.wipe_images().await;
+    db.close().await;
     std::fs::remove_file(sidecar_file(&storage, &imgs[0])).unwrap();
     std::fs::remove_file(sidecar_file(&storage, &imgs[1])).unwrap();
     std::fs::write(sidecar_file(&storage, &imgs[2]), b"{\"id\": \"img_").unwrap();
@@ -109,10 +122,27 @@ async fn a_lost_index_is_rebuilt_from_the_images() {
     std::fs::copy(sidecar_file(&storage, &imgs[4]), &orphan).unwrap();
     std::fs::write(storage.join("odd/.tmp-partial"), b"half a sidecar").unwrap();
 
+    // Without the rows, nothing is served.
+    s.proxy.restart().await;
+    assert_gone(&get(&s.proxy, &imgs[0]).await, "before the reindex");
+    stop(&mut s.proxy).await;
+
+    let storage_s = storage.to_string_lossy().to_string();
+    let env = [
+        ("IMAGE_STORAGE_PATH", storage_s.as_str()),
+        ("DATABASE_URL", s.proxy.database_url()),
+    ];
+    let (code, out, err) = Proxy::run(&["reindex"], &env, secs(60)).await;
+    assert_eq!(code, 0, "reindex failed:\n{out}\n{err}");
+    assert!(
+        out.contains(&format!("reindexed {} image(s)", imgs.len())),
+        "{out}"
+    );
+
     s.proxy.restart().await;
     for (img, etag) in imgs.iter().zip(&etags) {
         let r = get(&s.proxy, img).await;
-        assert_served(&r, img, "after the rebuild");
+        assert_served(&r, img, "after the reindex");
         assert_eq!(r.h("etag"), etag, "ETag of {}", img.hosted.path);
         assert_eq!(r.h("content-length"), img.bytes.len().to_string());
     }
@@ -180,8 +210,10 @@ async fn cleanup_cli_dry_run_changes_nothing_and_the_real_run_deletes() {
     let env = [
         ("IMAGE_STORAGE_PATH", storage_s.as_str()),
         ("IMAGE_STORAGE_MAX_BYTES", cap.as_str()),
+        ("DATABASE_URL", s.proxy.database_url()),
     ];
-    let before = snapshot(&storage);
+    let before = snapshot_files(&storage);
+    let rows_before = s.proxy.db().await.dump().await;
     let (code, out, err) = Proxy::run(&["cleanup", "--dry-run"], &env, secs(30)).await;
     assert_eq!(code, 0, "cleanup --dry-run failed:\n{out}\n{err}");
     for img in &imgs[1..3] {
@@ -197,13 +229,18 @@ async fn cleanup_cli_dry_run_changes_nothing_and_the_real_run_deletes() {
         assert!(!out.contains(img.id()), "{} listed:\n{out}", img.id());
     }
     assert!(out.contains("would delete 2 image(s)"), "{out}");
-    let after = snapshot(&storage);
+    let after = snapshot_files(&storage);
     let changed: Vec<&PathBuf> = before
         .keys()
         .chain(after.keys())
         .filter(|p| before.get(*p) != after.get(*p))
         .collect();
     assert!(changed.is_empty(), "the dry run changed {changed:?}");
+    assert_eq!(
+        s.proxy.db().await.dump().await,
+        rows_before,
+        "the dry run changed rows"
+    );
 
     let (code, out, err) = Proxy::run(&["cleanup"], &env, secs(30)).await;
     assert_eq!(code, 0, "cleanup failed:\n{out}\n{err}");
@@ -276,13 +313,23 @@ async fn cleanup_dry_run_beside_a_live_proxy_disturbs_nothing() {
     let env = [
         ("IMAGE_STORAGE_PATH", storage_s.as_str()),
         ("IMAGE_STORAGE_MAX_BYTES", "1"),
+        ("DATABASE_URL", s.proxy.database_url()),
     ];
-    let before = snapshot(&storage);
+    let before = snapshot_files(&storage);
+    let rows_before = s.proxy.db().await.dump().await;
     let (code, out, err) = Proxy::run(&["cleanup", "--dry-run"], &env, secs(30)).await;
     assert_eq!(code, 0, "cleanup --dry-run failed:\n{out}\n{err}");
     assert!(out.contains(stored.id()), "{out}");
     assert!(out.contains("would delete 1 image(s)"), "{out}");
-    assert!(before == snapshot(&storage), "the dry run changed files");
+    assert!(
+        before == snapshot_files(&storage),
+        "the dry run changed files"
+    );
+    assert_eq!(
+        s.proxy.db().await.dump().await,
+        rows_before,
+        "the dry run changed rows"
+    );
 
     // The live proxy still journals durably: a URL handed out now survives
     // a crash and is fetched on its first request after the restart.

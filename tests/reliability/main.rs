@@ -113,7 +113,9 @@ pub fn stored_files(storage: &Path) -> Vec<PathBuf> {
         .into_iter()
         .filter(|f| {
             let rel = f.strip_prefix(storage).unwrap_or(f);
-            !rel.starts_with("~state") && !rel.starts_with("~staging")
+            !rel.starts_with("~state")
+                && !rel.starts_with("~staging")
+                && !rel.to_string_lossy().starts_with("permaproxy.db")
         })
         .collect()
 }

@@ -1,40 +1,23 @@
 //! Lifecycle rules on S3: the per-user limit deletes from the bucket, and a
-//! replica that never served an image still decides by the access times the
-//! others published under `~state/access/`.
+//! replica that never served an image still decides by the request times the
+//! others wrote to the shared database.
 
 use crate::common::fixtures::unique_png;
 use crate::common::*;
 use crate::*;
-use futures::TryStreamExt;
-use object_store::ObjectStore;
-use std::collections::HashMap;
 use std::time::Duration;
 
-/// Every replica's published access times (`user/id` -> unix ms).
-async fn shared_access_times(w: &World) -> Vec<HashMap<String, u64>> {
-    let bucket = w.garage.bucket();
-    let prefix = crate::garage::path("images/~state/access");
-    let names: Vec<_> = bucket
-        .list(Some(&prefix))
-        .try_collect()
-        .await
-        .expect("list ~state/access/");
-    let mut out = Vec::new();
-    for o in names {
-        let bytes = bucket
-            .get(&o.location)
-            .await
-            .expect("GET access file")
-            .bytes()
-            .await
-            .expect("read access file");
-        out.push(serde_json::from_slice(&bytes).expect("access file is a JSON map"));
-    }
-    out
-}
-
-fn key_of(img: &Img) -> String {
-    format!("{}/{}", img.hosted.user, img.hosted.image_id)
+/// Has the shared database recorded `newer` as requested after `older`?
+async fn requested_after(w: &World, newer: &Img, older: &Img) -> bool {
+    let db = w.db().await;
+    let a = db
+        .requested_at(&newer.hosted.user, &newer.hosted.image_id)
+        .await;
+    let b = db
+        .requested_at(&older.hosted.user, &older.hosted.image_id)
+        .await;
+    db.close().await;
+    matches!((a, b), (Some(a), Some(b)) if a > b)
 }
 
 /// Distinct millisecond timestamps for consecutive stores and requests, so
@@ -103,17 +86,9 @@ async fn per_user_limit_and_cleanup_work_on_the_shared_bucket() {
     tick().await;
     assert_serves(&get(&c, &e1, &[]).await, &e1, "C");
     assert_eq!(user_keys(&w, "eve").await.len(), 3, "C has no limit");
-    // C publishes its access times every few seconds.
-    let published = wait_until(secs(20), || async {
-        shared_access_times(&w).await.iter().any(|t| {
-            matches!((t.get(&key_of(&e1)), t.get(&key_of(&e3))), (Some(t1), Some(t3)) if t1 > t3)
-        })
-    })
-    .await;
-    assert!(
-        published,
-        "C never published e1's request time to the bucket"
-    );
+    // C writes its request times to the shared database every few seconds.
+    let published = wait_until(secs(20), || requested_after(&w, &e1, &e3)).await;
+    assert!(published, "C never wrote e1's request time to the database");
 
     let r = fetch(
         client()
@@ -149,6 +124,44 @@ async fn per_user_limit_and_cleanup_work_on_the_shared_bucket() {
             assert_eq!(status_of(p, img).await, 404, "{}", img.hosted.path);
         }
     }
-    // C stored e2 itself and still lists it in its index, but the bucket decides.
-    assert_eq!(status_of(&c, &e2).await, 404);
+    // C stored e2 itself and may still hold it in memory, but the database
+    // decides within IMAGE_CACHE_REVALIDATE_SECS.
+    let gone_on_c = wait_until(secs(70), || async { status_of(&c, &e2).await == 404 }).await;
+    assert!(gone_on_c, "C still serves e2");
+}
+
+/// Finding 5: the per-user limit on store evicted by the storing replica's
+/// own view of request times, so an image served constantly by another
+/// replica was evicted. The shared database holds every replica's requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_05_an_image_another_replica_serves_is_not_evicted() {
+    let w = World::new().await;
+    let a = w.replica(&[("IMAGE_PER_USER_LIMIT", "2")]).await;
+    let b = w.replica(&[("IMAGE_PER_USER_LIMIT", "2")]).await;
+    let x = w
+        .store(&a, "finn", "x.png", &unique_png(51), "image/png")
+        .await;
+    tick().await;
+    let y = w
+        .store(&a, "finn", "y.png", &unique_png(52), "image/png")
+        .await;
+    tick().await;
+    // B serves x, the older one, again and again; A never sees a request.
+    for _ in 0..5 {
+        assert_serves(&get(&b, &x, &[]).await, &x, "B");
+    }
+    let shared = wait_until(secs(20), || requested_after(&w, &x, &y)).await;
+    assert!(shared, "B's requests for x never reached the database");
+    // A stores a third image: y, not x, is the least recently requested.
+    let z = w
+        .store(&a, "finn", "z.png", &unique_png(53), "image/png")
+        .await;
+    assert_eq!(
+        user_keys(&w, "finn").await,
+        sorted_keys(&[&x, &z]),
+        "A evicts by every replica's requests"
+    );
+    w.host.expire(&x.source_path);
+    assert_serves(&get(&b, &x, &[]).await, &x, "B, after A's store");
+    assert_eq!(status_of(&a, &y).await, 404);
 }

@@ -32,21 +32,38 @@ pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// Larger than the 8 MiB multipart threshold of the S3 store.
 pub const MULTIPART_SIZE: usize = 9 << 20;
 
-/// A bucket, a file host and a Studio API shared by the replicas of a test.
+/// A bucket, a database, a file host and a Studio API shared by the
+/// replicas of a test. Replicas on one bucket share one database: an SQLite
+/// file several processes on this machine open at once, or, in the Postgres
+/// run of the suite, one database on that server.
 pub struct World {
     pub garage: Garage,
     pub host: FileHost,
     pub api: StudioApi,
+    pub database_url: String,
+    _db_dir: tempfile::TempDir,
 }
 
 impl World {
     pub async fn new() -> World {
         let garage = Garage::up().await;
+        let db_dir = tempfile::tempdir().expect("tempdir for the shared database");
+        let database_url = match common::db::postgres_server() {
+            Some(server) => common::db::fresh_postgres(&server).await,
+            None => common::db::sqlite_url(db_dir.path()),
+        };
         World {
             garage,
             host: FileHost::start().await,
             api: StudioApi::start().await,
+            database_url,
+            _db_dir: db_dir,
         }
+    }
+
+    /// A connection to the shared database.
+    pub async fn db(&self) -> common::db::Db {
+        common::db::Db::open(&self.database_url).await
     }
 
     /// Proxy settings for a replica on the bucket: S3 backend, the bucket's
@@ -54,6 +71,7 @@ impl World {
     pub fn opts(&self, extra: &[(&str, &str)]) -> ProxyOptions {
         let mut opts = ProxyOptions::for_stands(&self.api, &self.host)
             .env("IMAGE_STORAGE_BACKEND", "s3")
+            .env("DATABASE_URL", &self.database_url)
             .env("ADMIN_TOKEN", TOKEN);
         for (k, v) in self.garage.s3_env() {
             opts = opts.env(&k, &v);
@@ -183,14 +201,15 @@ pub async fn memory_hits(p: &Proxy) -> f64 {
         .await
 }
 
-/// Image files (not the journal, access times or staging) under a replica's
+/// Image files (not the database, state or staging) under a replica's
 /// IMAGE_STORAGE_PATH.
 pub fn local_images(p: &Proxy) -> Vec<std::path::PathBuf> {
     files_under(p.storage_path())
         .into_iter()
         .filter(|f| {
             let rel = f.strip_prefix(p.storage_path()).unwrap_or(f);
-            !rel.to_string_lossy().starts_with('~')
+            let rel = rel.to_string_lossy();
+            !rel.starts_with('~') && !rel.starts_with("permaproxy.db")
         })
         .collect()
 }

@@ -1,10 +1,13 @@
-//! Images in an S3-compatible bucket (S3, R2, Garage, MinIO), through the
-//! `object_store` crate. Objects are keyed `{prefix}{userId}/{imageId}.{ext}`
-//! and carry their metadata as `x-amz-meta-*`, so any replica can serve any
-//! image from the bucket alone. Shared replica state lives under
-//! `{prefix}~state/`, which no user id can collide with.
+//! Images in an object store through the `object_store` crate: an
+//! S3-compatible bucket (S3, R2, Garage, MinIO) in production, memory in
+//! in-process tests. Objects are keyed `{prefix}{userId}/{imageId}.{ext}` and
+//! carry their metadata as `x-amz-meta-*`, so `reindex` can rebuild the
+//! database from the bucket alone. Probes (and, in older versions, shared
+//! access times) live under `{prefix}~state/`, which no user id can collide
+//! with.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,23 +23,33 @@ use tokio::io::AsyncReadExt;
 
 use super::{ByteRange, ByteStream, ImageMeta, Store, StoreError};
 use crate::config::S3Config;
-use crate::ids::ImageKey;
+use crate::ids::{ImageId, ImageKey, UserId};
 use crate::image_format::Format;
 
 /// Above this size uploads go in parts, so no upload holds a whole large
 /// image in memory.
 const MULTIPART_THRESHOLD: u64 = 8 << 20;
 const PART_SIZE: usize = 8 << 20;
-/// HEADs in flight while rebuilding the index from a listing.
+/// HEADs in flight while a reindex reads a listing.
 const LIST_CONCURRENCY: usize = 16;
 
-pub struct S3Store {
-    store: AmazonS3,
+pub struct ObjectBackend {
+    store: Arc<dyn ObjectStore>,
     prefix: String,
+    name: &'static str,
 }
 
-impl S3Store {
-    pub fn new(cfg: &S3Config) -> Result<S3Store, String> {
+impl ObjectBackend {
+    /// Everything in memory: the engine's in-process tests.
+    pub fn memory() -> ObjectBackend {
+        ObjectBackend {
+            store: Arc::new(object_store::memory::InMemory::new()),
+            prefix: "images/".into(),
+            name: "memory",
+        }
+    }
+
+    pub fn s3(cfg: &S3Config) -> Result<ObjectBackend, String> {
         let (endpoint, virtual_hosted) = match &cfg.endpoint {
             Some(e) => {
                 let (e, v) = addressing(e, &cfg.bucket, cfg.force_path_style);
@@ -72,10 +85,11 @@ impl S3Store {
         if let Some(t) = &cfg.session_token {
             b = b.with_token(t);
         }
-        let store = b.build().map_err(|e| format!("S3 settings: {e}"))?;
-        Ok(S3Store {
-            store,
+        let store: AmazonS3 = b.build().map_err(|e| format!("S3 settings: {e}"))?;
+        Ok(ObjectBackend {
+            store: Arc::new(store),
             prefix: cfg.prefix.clone(),
+            name: "s3",
         })
     }
 
@@ -138,25 +152,6 @@ impl S3Store {
             return Err(e);
         }
         Ok(())
-    }
-
-    async fn find(&self, key: &ImageKey) -> Result<Option<ImageMeta>, StoreError> {
-        // The extension is not part of the key, so find the object by
-        // listing its name without one.
-        let prefix = self.object(&format!("{}/", key.user));
-        let wanted = format!("{}.", key.id);
-        let mut list = self.store.list(Some(&prefix));
-        while let Some(item) = list.next().await {
-            let item = item.map_err(backend)?;
-            if item
-                .location
-                .filename()
-                .is_some_and(|f| f.starts_with(&wanted))
-            {
-                return self.meta_at(&item.location).await;
-            }
-        }
-        Ok(None)
     }
 
     /// The image's metadata from the object's attributes.
@@ -252,7 +247,7 @@ fn attributes(meta: &ImageMeta) -> Attributes {
     let mut a = Attributes::new();
     a.insert(
         Attribute::ContentType,
-        AttributeValue::from(meta.content_type.clone()),
+        AttributeValue::from(meta.content_type()),
     );
     a.insert(
         Attribute::CacheControl,
@@ -261,8 +256,8 @@ fn attributes(meta: &ImageMeta) -> Attributes {
     let mut put = |k: &'static str, v: String| {
         a.insert(Attribute::Metadata(k.into()), AttributeValue::from(v));
     };
-    put("permaproxy-id", meta.id.clone());
-    put("permaproxy-user", meta.user_id.clone());
+    put("permaproxy-id", meta.key.id.to_string());
+    put("permaproxy-user", meta.key.user.to_string());
     put("permaproxy-format", meta.format.ext().to_string());
     put("permaproxy-sha256", meta.sha256.clone());
     put("permaproxy-created", meta.created_at.to_string());
@@ -291,22 +286,23 @@ fn meta_from_attributes(a: &Attributes, size: u64) -> Option<ImageMeta> {
             .to_string()
     };
     let format = Format::from_ext(&get("permaproxy-format")?)?;
-    let meta = ImageMeta {
-        id: get("permaproxy-id")?,
-        user_id: get("permaproxy-user")?,
+    let key = ImageKey::new(
+        UserId::parse(&get("permaproxy-user")?)?,
+        ImageId::parse(&get("permaproxy-id")?)?,
+    );
+    Some(ImageMeta {
+        key,
         format,
-        content_type: format.content_type().to_string(),
         size,
         sha256: get("permaproxy-sha256")?,
         source_url: get("permaproxy-source").map(decode),
         prediction_id: get("permaproxy-prediction").map(decode),
         created_at: get("permaproxy-created")?.parse().ok()?,
-    };
-    meta.key().is_some().then_some(meta)
+    })
 }
 
 #[async_trait]
-impl Store for S3Store {
+impl Store for ObjectBackend {
     async fn put(&self, staged: &Path, meta: &ImageMeta) -> Result<(), StoreError> {
         let path = self.object(&meta.relative_path());
         match self.upload(staged, meta, &path).await {
@@ -321,8 +317,8 @@ impl Store for S3Store {
         }
     }
 
-    async fn head(&self, key: &ImageKey) -> Result<Option<ImageMeta>, StoreError> {
-        self.find(key).await
+    async fn stat(&self, meta: &ImageMeta) -> Result<Option<ImageMeta>, StoreError> {
+        self.meta_at(&self.object(&meta.relative_path())).await
     }
     async fn read(
         &self,
@@ -352,8 +348,8 @@ impl Store for S3Store {
         r.bytes().await.map_err(backend)
     }
 
-    async fn delete(&self, meta: &ImageMeta) -> Result<(), StoreError> {
-        match self.store.delete(&self.object(&meta.relative_path())).await {
+    async fn delete(&self, relative_path: &str) -> Result<(), StoreError> {
+        match self.store.delete(&self.object(relative_path)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(backend(e)),
         }
@@ -394,18 +390,10 @@ impl Store for S3Store {
     }
 
     fn name(&self) -> &'static str {
-        "s3"
+        self.name
     }
 
-    async fn put_state(&self, name: &str, data: Bytes) -> Result<(), StoreError> {
-        self.store
-            .put(&self.state_path(name), PutPayload::from(data))
-            .await
-            .map(|_| ())
-            .map_err(backend)
-    }
-
-    async fn list_state(&self, dir: &str) -> Result<Vec<Bytes>, StoreError> {
+    async fn legacy_state(&self, dir: &str) -> Result<Vec<Bytes>, StoreError> {
         let prefix = self.state_path(dir);
         let names: Vec<_> = self
             .store
@@ -461,10 +449,11 @@ mod tests {
     #[test]
     fn metadata_round_trips_through_attributes() {
         let meta = ImageMeta {
-            id: "img_0123456789abcdef01234567".into(),
-            user_id: "alice".into(),
+            key: ImageKey::new(
+                UserId::parse("alice").unwrap(),
+                ImageId::parse("img_0123456789abcdef01234567").unwrap(),
+            ),
             format: Format::Webp,
-            content_type: "image/webp".into(),
             size: 42,
             sha256: "ab".repeat(32),
             source_url: Some("https://replicate.delivery/x/out-0.webp?a=1&b=é".into()),

@@ -1,0 +1,270 @@
+//! The configuration grouped by subsystem. Each group is built from the raw
+//! settings here, so every subsystem gets one small struct that holds only
+//! what it needs; the settings table stays the single source of truth for
+//! names, defaults and help.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::parse::{self, Raw};
+use super::{ConfigError, PathPattern};
+use crate::sources::SourceMatcher;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PersistMode {
+    BeforeResponse,
+    Background,
+    OnFirstHit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageBackend {
+    Disk,
+    S3,
+}
+
+/// Which responses are rewritten, and what counts as a source.
+#[derive(Debug, Clone)]
+pub struct RewriteConfig {
+    pub paths: Vec<PathPattern>,
+    pub sources: SourceMatcher,
+    pub max_body: usize,
+    pub max_sources: usize,
+}
+
+/// When bytes are stored relative to the response, and how pending
+/// downloads survive a crash.
+#[derive(Debug, Clone)]
+pub struct PersistConfig {
+    pub mode: PersistMode,
+    pub timeout: Duration,
+    /// A dead replica's pending downloads are finished by another within this.
+    pub lease: Duration,
+    /// on_first_hit: an image nobody asked for by then is downloaded anyway.
+    /// `None` keeps it purely lazy.
+    pub first_hit_deadline: Option<Duration>,
+}
+
+/// Source downloads: caps, retries, timeouts.
+#[derive(Debug, Clone)]
+pub struct DownloadConfig {
+    pub max_bytes: u64,
+    pub max_pixels: u64,
+    pub retries: u32,
+    pub concurrency: usize,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+}
+
+/// The per-client token bucket on hosted images.
+#[derive(Debug, Clone)]
+pub struct RateConfig {
+    pub per_sec: f64,
+    pub burst: f64,
+    pub v6_prefix: u8,
+    pub trust_forwarded_for: bool,
+}
+
+/// Retention, the per-user limit, the disk cap, and how long failures are
+/// remembered.
+#[derive(Debug, Clone)]
+pub struct LifecycleConfig {
+    pub max_age: Duration,
+    pub per_user_limit: usize,
+    pub storage_max_bytes: Option<u64>,
+    pub min_free_bytes: u64,
+    pub cleanup_interval: Duration,
+    pub failed_max_age: Duration,
+    pub failed_keep: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    pub region: String,
+    pub force_path_style: bool,
+    pub prefix: String,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub session_token: Option<String>,
+}
+
+/// Where bytes live, and the memory cache in front of them.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub backend: StorageBackend,
+    pub path: PathBuf,
+    pub s3: Option<S3Config>,
+    pub memory_cache_bytes: u64,
+    pub cache_revalidate: Duration,
+}
+
+/// Where metadata lives.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+pub(super) fn rewrite(raw: &Raw) -> Result<RewriteConfig, ConfigError> {
+    Ok(RewriteConfig {
+        paths: parse::path_patterns("IMAGE_REWRITE_PATHS", raw.get("IMAGE_REWRITE_PATHS"))?,
+        sources: SourceMatcher::parse(
+            raw.get("REPLICATE_HOSTS"),
+            raw.bool("IMAGE_ALLOW_HTTP_SOURCES")?,
+        )
+        .map_err(|m| ConfigError::new("REPLICATE_HOSTS", m))?,
+        max_body: raw.positive::<usize>("IMAGE_REWRITE_MAX_BODY_BYTES")?,
+        max_sources: raw.positive::<usize>("IMAGE_MAX_SOURCES_PER_RESPONSE")?,
+    })
+}
+
+pub(super) fn persist(raw: &Raw) -> Result<PersistConfig, ConfigError> {
+    let mode = match raw.get("IMAGE_PERSIST_MODE") {
+        "before_response" => PersistMode::BeforeResponse,
+        "background" => PersistMode::Background,
+        "on_first_hit" => PersistMode::OnFirstHit,
+        other => {
+            return Err(ConfigError::new(
+                "IMAGE_PERSIST_MODE",
+                format!("{other:?} is not one of before_response, background, on_first_hit"),
+            ))
+        }
+    };
+    let lease = raw.parse::<u64>("IMAGE_PENDING_LEASE_SECS")?;
+    if lease < 3 {
+        return Err(ConfigError::new(
+            "IMAGE_PENDING_LEASE_SECS",
+            "must be at least 3 (leases are renewed every sixth of it)",
+        ));
+    }
+    Ok(PersistConfig {
+        mode,
+        timeout: raw.millis("IMAGE_PERSIST_TIMEOUT_MS")?,
+        lease: Duration::from_secs(lease),
+        first_hit_deadline: match raw.parse::<u64>("IMAGE_FIRST_HIT_DEADLINE_SECS")? {
+            0 => None,
+            n => Some(Duration::from_secs(n)),
+        },
+    })
+}
+
+pub(super) fn download(raw: &Raw) -> Result<DownloadConfig, ConfigError> {
+    Ok(DownloadConfig {
+        max_bytes: raw.positive::<u64>("IMAGE_MAX_BYTES")?,
+        max_pixels: raw.positive::<u64>("IMAGE_MAX_PIXELS")?,
+        retries: raw.parse::<u32>("IMAGE_DOWNLOAD_RETRIES")?.min(20),
+        concurrency: raw.positive::<usize>("IMAGE_DOWNLOAD_CONCURRENCY")?,
+        connect_timeout: raw.millis("IMAGE_DOWNLOAD_CONNECT_TIMEOUT_MS")?,
+        timeout: raw.millis("IMAGE_DOWNLOAD_TIMEOUT_MS")?,
+    })
+}
+
+pub(super) fn serve_rate(raw: &Raw) -> Result<RateConfig, ConfigError> {
+    let v6_prefix = match raw.parse::<u8>("IMAGE_DOWNLOAD_RATE_IPV6_PREFIX")? {
+        n @ 1..=128 => n,
+        n => {
+            return Err(ConfigError::new(
+                "IMAGE_DOWNLOAD_RATE_IPV6_PREFIX",
+                format!("{n} is not a prefix length from 1 to 128"),
+            ))
+        }
+    };
+    Ok(RateConfig {
+        per_sec: raw.positive_f64("IMAGE_DOWNLOAD_RATE_PER_SEC")?,
+        burst: raw.positive_f64("IMAGE_DOWNLOAD_BURST")?,
+        v6_prefix,
+        trust_forwarded_for: raw.bool("TRUST_FORWARDED_FOR")?,
+    })
+}
+
+pub(super) fn lifecycle(raw: &Raw) -> Result<LifecycleConfig, ConfigError> {
+    Ok(LifecycleConfig {
+        max_age: Duration::from_secs_f64(raw.positive_f64("IMAGE_MAX_AGE_DAYS")? * 86_400.0),
+        per_user_limit: raw.parse::<usize>("IMAGE_PER_USER_LIMIT")?,
+        storage_max_bytes: match raw.parse::<u64>("IMAGE_STORAGE_MAX_BYTES")? {
+            0 => None,
+            n => Some(n),
+        },
+        min_free_bytes: raw.parse::<u64>("IMAGE_MIN_FREE_BYTES")?,
+        cleanup_interval: Duration::from_secs(raw.positive::<u64>("IMAGE_CLEANUP_INTERVAL_SECS")?),
+        failed_max_age: Duration::from_secs_f64(
+            raw.positive_f64("IMAGE_FAILED_RETENTION_DAYS")? * 86_400.0,
+        ),
+        failed_keep: raw.positive::<u32>("IMAGE_FAILED_MAX")?,
+    })
+}
+
+pub(super) fn storage(raw: &Raw) -> Result<StorageConfig, ConfigError> {
+    let backend = match raw.get("IMAGE_STORAGE_BACKEND") {
+        "disk" => StorageBackend::Disk,
+        "s3" => StorageBackend::S3,
+        other => {
+            return Err(ConfigError::new(
+                "IMAGE_STORAGE_BACKEND",
+                format!("{other:?} is not one of disk, s3"),
+            ))
+        }
+    };
+    // Parsed for the disk backend too when a bucket is set, so
+    // `migrate --to s3` can use it.
+    let s3 = match (backend, raw.get("S3_BUCKET")) {
+        (StorageBackend::S3, _) => Some(s3(raw)?),
+        (StorageBackend::Disk, "") => None,
+        (StorageBackend::Disk, _) => Some(s3(raw)?),
+    };
+    Ok(StorageConfig {
+        backend,
+        path: PathBuf::from(raw.non_empty("IMAGE_STORAGE_PATH")?),
+        s3,
+        memory_cache_bytes: raw
+            .parse::<u64>("IMAGE_MEMORY_CACHE_MB")?
+            .saturating_mul(1 << 20),
+        cache_revalidate: Duration::from_secs(raw.parse::<u64>("IMAGE_CACHE_REVALIDATE_SECS")?),
+    })
+}
+
+fn s3(raw: &Raw) -> Result<S3Config, ConfigError> {
+    let endpoint = raw.optional("S3_ENDPOINT");
+    if let Some(e) = &endpoint {
+        url::Url::parse(e)
+            .map_err(|err| ConfigError::new("S3_ENDPOINT", format!("{e:?}: {err}")))?;
+    }
+    let mut prefix = raw.get("S3_PREFIX").trim_start_matches('/').to_string();
+    if !prefix.is_empty() && !prefix.ends_with('/') {
+        prefix.push('/');
+    }
+    Ok(S3Config {
+        endpoint,
+        bucket: raw.non_empty("S3_BUCKET")?.to_string(),
+        region: raw.non_empty("S3_REGION")?.to_string(),
+        force_path_style: raw.bool("S3_FORCE_PATH_STYLE")?,
+        prefix,
+        access_key_id: raw.optional("AWS_ACCESS_KEY_ID"),
+        secret_access_key: raw.optional("AWS_SECRET_ACCESS_KEY"),
+        session_token: raw.optional("AWS_SESSION_TOKEN"),
+    })
+}
+
+/// `DATABASE_URL`, or an SQLite file inside the storage folder.
+pub(super) fn database(raw: &Raw, storage: &StorageConfig) -> Result<DatabaseConfig, ConfigError> {
+    let name = "DATABASE_URL";
+    let url = match raw.get(name) {
+        "" => format!("sqlite://{}", storage.path.join("permaproxy.db").display()),
+        v if crate::repo::Dialect::from_url(v).is_some() => v.to_string(),
+        v => {
+            return Err(ConfigError::new(
+                name,
+                format!(
+                    "{:?} is neither sqlite://PATH nor postgres://…",
+                    crate::config::redact_url(v)
+                ),
+            ))
+        }
+    };
+    Ok(DatabaseConfig {
+        url,
+        max_connections: raw.positive::<u32>("DATABASE_MAX_CONNECTIONS")?,
+    })
+}

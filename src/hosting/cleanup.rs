@@ -1,0 +1,234 @@
+//! What is deleted, and how a delete reaches every part. A delete removes
+//! the row first (the image is gone for every replica at that moment, and
+//! its object is queued in the same transaction), then the bytes, then the
+//! queue entry; this replica's memory is cleared at once, other replicas'
+//! within IMAGE_CACHE_REVALIDATE_SECS.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::{HostError, Hosting};
+use crate::clock::now_ms;
+use crate::config::Config;
+use crate::ids::{ImageKey, UserId};
+use crate::lifecycle::{Candidate, Deletion, Planner, Reason, Rules};
+use crate::metrics;
+use crate::repo::{Cursor, ImageRecord, ImageState, Repo};
+use crate::store::Store;
+
+/// Rows read per page while walking the table for a cleanup plan.
+const PAGE: u32 = 500;
+
+#[derive(Debug, Default)]
+pub struct CleanupReport {
+    pub deleted: Vec<Deletion>,
+    pub failed_forgotten: u64,
+}
+
+/// What a cleanup would delete now, and why: the pure plan over the rows,
+/// newest request first. Reads only, so `cleanup --dry-run` and the admin
+/// preview change nothing on any backend.
+pub async fn cleanup_plan(
+    cfg: &Config,
+    repo: &dyn Repo,
+    store: &dyn Store,
+) -> Result<Vec<(ImageRecord, Reason)>, HostError> {
+    let rules = Rules::from_config(&cfg.lifecycle);
+    let now = now_ms();
+    let totals = repo.totals().await?;
+    let free = (rules.min_free_bytes > 0)
+        .then(|| store.free_bytes())
+        .flatten();
+    let mut planner = Planner::new(&rules, now, totals.bytes, free);
+    let mut out = Vec::new();
+    let mut cursor: Option<Cursor> = None;
+    loop {
+        let page = repo.stored_page(cursor.as_ref(), PAGE).await?;
+        let full = page.len() == PAGE as usize;
+        for row in page {
+            cursor = Some(Cursor {
+                at: row.requested_at,
+                key: row.key.clone(),
+            });
+            let c = Candidate {
+                key: row.key.clone(),
+                size: row.size,
+                requested_at: row.requested_at,
+            };
+            if let Some(reason) = planner.decide(&c) {
+                out.push((row, reason));
+            }
+        }
+        if !full {
+            return Ok(out);
+        }
+    }
+}
+
+fn deletion(row: &ImageRecord, reason: Reason) -> Deletion {
+    Deletion {
+        user_id: row.key.user.to_string(),
+        id: row.key.id.to_string(),
+        size_bytes: row.size,
+        reason,
+    }
+}
+
+/// Applies the rules once (or only plans them, with `dry_run`), on any
+/// repo and store: the proxy's engine, or `permaproxy cleanup` beside it.
+/// Returns the report and the rows it deleted.
+pub async fn run_cleanup(
+    cfg: &Config,
+    repo: &dyn Repo,
+    store: &dyn Store,
+    dry_run: bool,
+) -> Result<(CleanupReport, Vec<ImageRecord>), HostError> {
+    let plan = cleanup_plan(cfg, repo, store).await?;
+    let mut report = CleanupReport::default();
+    if dry_run {
+        report.deleted = plan.iter().map(|(r, why)| deletion(r, *why)).collect();
+        return Ok((report, Vec::new()));
+    }
+    let mut all_gone = Vec::new();
+    for chunk in plan.chunks(200) {
+        let keys: Vec<ImageKey> = chunk.iter().map(|(r, _)| r.key.clone()).collect();
+        let gone = repo.delete_images(&keys).await?;
+        for row in gone.iter().filter(|r| r.state == ImageState::Stored) {
+            remove_object(repo, store, &row.key.relative_path(row.format)).await;
+        }
+        for (row, reason) in chunk {
+            if gone.iter().any(|g| g.key == row.key) {
+                metrics::get()
+                    .cleanup_deleted
+                    .with_label_values(&[reason.as_str()])
+                    .inc();
+                tracing::info!(image = %row.key, reason = reason.as_str(), "deleted by cleanup");
+                report.deleted.push(deletion(row, *reason));
+            }
+        }
+        all_gone.extend(gone);
+    }
+    let lc = &cfg.lifecycle;
+    let before = now_ms().saturating_sub(crate::clock::ms(lc.failed_max_age));
+    report.failed_forgotten = repo.prune_failed(before, lc.failed_keep).await?;
+    Ok((report, all_gone))
+}
+
+/// Removes an object and its queue entry. On failure the entry stays, and
+/// the maintenance loop tries again.
+async fn remove_object(repo: &dyn Repo, store: &dyn Store, path: &str) {
+    match store.delete(path).await {
+        Ok(()) => {
+            if let Err(e) = repo.forget_queued_delete(path).await {
+                tracing::warn!(%path, error = %e, "object deleted, queue entry kept");
+            }
+        }
+        Err(e) => tracing::warn!(%path, error = %e, "could not delete an object; will retry"),
+    }
+}
+
+impl Hosting {
+    /// Applies the lifecycle rules once (or only plans them). One cleanup
+    /// at a time per replica; replicas running it at once are harmless,
+    /// since deleting a row that is already gone deletes nothing.
+    pub async fn cleanup(self: &Arc<Self>, dry_run: bool) -> Result<CleanupReport, HostError> {
+        let _one_at_a_time = self.cleanup_lock.lock().await;
+        // Requests this replica has seen count before anything is judged
+        // old, in a preview too: it must show what a cleanup would do now.
+        // (These writes are due within seconds anyway.)
+        self.flush_hits().await;
+        let (report, gone) =
+            run_cleanup(&self.cfg, self.repo.as_ref(), self.store.as_ref(), dry_run).await?;
+        self.forget_in_memory(&gone).await;
+        Ok(report)
+    }
+
+    /// Deletes one image everywhere. `false` when there was none.
+    pub async fn delete_image(&self, key: &ImageKey) -> Result<bool, HostError> {
+        let gone = self.repo.delete_images(std::slice::from_ref(key)).await?;
+        self.after_delete(&gone).await;
+        Ok(!gone.is_empty())
+    }
+
+    /// Deletes all of a user's images, pending and failed ones included. A
+    /// download still running for one of them finds its row gone and
+    /// removes its own bytes, so nothing of the user comes back.
+    pub async fn delete_user(&self, user: &UserId) -> Result<usize, HostError> {
+        let gone = self.repo.delete_user(user).await?;
+        self.after_delete(&gone).await;
+        Ok(gone.len())
+    }
+
+    /// The per-user limit, applied as each image is stored. Images handed
+    /// out at or after `protect_since` (the response that brought this one,
+    /// or newer) are never evicted for it.
+    pub(super) async fn enforce_user_limit(&self, key: &ImageKey, protect_since: u64) {
+        let limit = self.cfg.lifecycle.per_user_limit;
+        if limit == 0 {
+            return;
+        }
+        // This replica's latest requests for the user count now, not at the
+        // next flush; other replicas' reach the database within a flush.
+        let hits = self.hits.take_user(&key.user);
+        if let Err(e) = self.repo.record_hits(&hits).await {
+            tracing::warn!(error = %e, "could not write request times before the per-user limit");
+            self.hits.restore(hits);
+        }
+        let gone = match self
+            .repo
+            .enforce_user_limit(&key.user, limit as u64, protect_since)
+            .await
+        {
+            Ok(gone) => gone,
+            Err(e) => {
+                tracing::error!(user = %key.user, error = %e, "per-user limit not applied");
+                return;
+            }
+        };
+        for row in &gone {
+            metrics::get()
+                .cleanup_deleted
+                .with_label_values(&[Reason::UserLimit.as_str()])
+                .inc();
+            tracing::info!(image = %row.key, "deleted: over the per-user limit");
+        }
+        self.after_delete(&gone).await;
+    }
+
+    /// The rows are gone: clear memory now, then remove the bytes.
+    async fn after_delete(&self, gone: &[ImageRecord]) {
+        self.forget_in_memory(gone).await;
+        for row in gone.iter().filter(|r| r.state == ImageState::Stored) {
+            self.remove_bytes(&row.key.relative_path(row.format)).await;
+        }
+    }
+
+    async fn forget_in_memory(&self, gone: &[ImageRecord]) {
+        if gone.is_empty() {
+            return;
+        }
+        self.deletes.fetch_add(1, Ordering::SeqCst);
+        for row in gone {
+            self.cache.invalidate(&row.key).await;
+            self.hits.forget(&row.key);
+        }
+    }
+
+    pub(super) async fn remove_bytes(&self, path: &str) {
+        remove_object(self.repo.as_ref(), self.store.as_ref(), path).await;
+    }
+
+    /// Finishes deletions a crash or an outage interrupted.
+    pub async fn sweep_deleted_objects(&self) {
+        let paths = match self.repo.queued_deletes(100).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the queue of deleted objects");
+                return;
+            }
+        };
+        for path in paths {
+            self.remove_bytes(&path).await;
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! Image metadata in a real database: the plan's `hosted_images` table.
+//!
+//! The engine talks to the [`Repo`] trait and never to SQL. [`SqlRepo`]
+//! implements it for SQLite (embedded, the default) and Postgres (several
+//! replicas sharing one bucket) with one schema and one set of queries; the
+//! few places where the two differ live in [`Dialect`].
+//!
+//! Bytes are not here: they stay in the [`crate::store::Store`].
+
+mod deletes;
+mod dialect;
+mod images;
+mod leases;
+mod queries;
+mod row;
+mod sql;
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+
+use crate::ids::{ImageId, ImageKey, UserId};
+use crate::image_format::Format;
+use crate::store::ImageMeta;
+
+pub use dialect::Dialect;
+pub use sql::SqlRepo;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt row in hosted_images: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageState {
+    /// Handed out; the bytes are not stored yet.
+    Pending,
+    Stored,
+    /// The source failed for good (gone, refused, out of retries).
+    Failed,
+}
+
+impl ImageState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageState::Pending => "pending",
+            ImageState::Stored => "stored",
+            ImageState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ImageState> {
+        match s {
+            "pending" => Some(ImageState::Pending),
+            "stored" => Some(ImageState::Stored),
+            "failed" => Some(ImageState::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// One row of `hosted_images`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRecord {
+    pub key: ImageKey,
+    pub state: ImageState,
+    pub format: Format,
+    pub size: u64,
+    pub sha256: String,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub source_url: Option<String>,
+    pub prediction_id: Option<String>,
+    pub created_at: u64,
+    pub stored_at: Option<u64>,
+    pub requested_at: u64,
+    pub views: u64,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub failed_at: Option<u64>,
+    pub due_at: u64,
+    pub lease_owner: Option<String>,
+    pub lease_until: u64,
+    pub private: bool,
+}
+
+impl ImageRecord {
+    /// What serving needs, once the bytes are stored.
+    pub fn stored_meta(&self) -> Option<ImageMeta> {
+        (self.state == ImageState::Stored).then(|| ImageMeta {
+            key: self.key.clone(),
+            format: self.format,
+            size: self.size,
+            sha256: self.sha256.clone(),
+            source_url: self.source_url.clone(),
+            prediction_id: self.prediction_id.clone(),
+            created_at: self.stored_at.unwrap_or(self.created_at),
+        })
+    }
+}
+
+/// A source about to be handed out as a hosted URL.
+#[derive(Debug, Clone)]
+pub struct NewImage {
+    pub key: ImageKey,
+    pub source_url: String,
+    /// A guess from the URL; the bytes decide once stored.
+    pub format: Format,
+}
+
+/// The hosted URLs of one response, committed in one transaction before
+/// any of them leaves the proxy.
+#[derive(Debug, Clone)]
+pub struct HandOut {
+    pub images: Vec<NewImage>,
+    pub prediction_id: Option<String>,
+    pub now: u64,
+    /// This replica downloads them now: it takes their leases.
+    pub owner: Option<String>,
+    pub lease_until: u64,
+    /// When any replica may download a pending row it finds abandoned.
+    pub due_at: u64,
+}
+
+/// Requests seen since the last flush, for one image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    pub key: ImageKey,
+    pub last_ms: u64,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub images: u64,
+    pub bytes: u64,
+    pub pending: u64,
+    pub failed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserTotal {
+    pub user: UserId,
+    pub images: u64,
+    pub bytes: u64,
+    pub last_requested: u64,
+}
+
+/// A keyset position in a walk ordered by last request, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub at: u64,
+    pub key: ImageKey,
+}
+
+#[async_trait]
+pub trait Repo: Send + Sync {
+    fn dialect(&self) -> Dialect;
+
+    /// Can the database answer right now? (Readiness.)
+    async fn ping(&self) -> Result<(), RepoError>;
+
+    /// Commits the rows of one response (pending, or a new request time
+    /// for rows already there) and returns them as they now are.
+    async fn hand_out(&self, batch: &HandOut) -> Result<Vec<ImageRecord>, RepoError>;
+
+    async fn get(&self, key: &ImageKey) -> Result<Option<ImageRecord>, RepoError>;
+
+    /// The bytes are in the store. Returns the row's last request time, or
+    /// `None` when the row is gone (deleted while the download ran): the
+    /// caller must remove the bytes again.
+    async fn mark_stored(
+        &self,
+        meta: &ImageMeta,
+        dims: Option<(u32, u32)>,
+    ) -> Result<Option<u64>, RepoError>;
+
+    /// An image stored without a pending row first (a `data:` URI, an
+    /// import, a reindex). Keeps request times already recorded.
+    async fn upsert_stored(&self, meta: &ImageMeta, requested_at: u64) -> Result<(), RepoError>;
+
+    /// Upserts a row as it was in an older store (import of its journal).
+    async fn upsert_record(&self, rec: &ImageRecord) -> Result<(), RepoError>;
+
+    async fn mark_failed(&self, key: &ImageKey, reason: &str, now: u64) -> Result<(), RepoError>;
+
+    /// Not the source's fault (storage trouble): try again at `due_at`.
+    async fn postpone(&self, key: &ImageKey, reason: &str, due_at: u64) -> Result<(), RepoError>;
+
+    /// Takes the lease of one pending row if it is free or has run out.
+    async fn claim(
+        &self,
+        key: &ImageKey,
+        owner: &str,
+        now: u64,
+        until: u64,
+    ) -> Result<bool, RepoError>;
+
+    /// Takes up to `limit` pending rows that are due and whose lease has run
+    /// out (or is `owner`'s own, after a restart), skipping rows another
+    /// replica is claiming at the same moment.
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now: u64,
+        until: u64,
+        limit: u32,
+        own_too: bool,
+    ) -> Result<Vec<ImageRecord>, RepoError>;
+
+    async fn renew_leases(
+        &self,
+        owner: &str,
+        keys: &[ImageKey],
+        until: u64,
+    ) -> Result<(), RepoError>;
+
+    async fn record_hits(&self, hits: &[Hit]) -> Result<(), RepoError>;
+
+    /// Removes rows and queues their objects for deletion, in one
+    /// transaction. Returns the rows that were there.
+    async fn delete_images(&self, keys: &[ImageKey]) -> Result<Vec<ImageRecord>, RepoError>;
+
+    async fn delete_user(&self, user: &UserId) -> Result<Vec<ImageRecord>, RepoError>;
+
+    /// Deletes the user's stored images beyond `limit`, least recently
+    /// requested first, never one requested at or after `protect_since`.
+    async fn enforce_user_limit(
+        &self,
+        user: &UserId,
+        limit: u64,
+        protect_since: u64,
+    ) -> Result<Vec<ImageRecord>, RepoError>;
+
+    async fn queued_deletes(&self, limit: u32) -> Result<Vec<String>, RepoError>;
+    async fn forget_queued_delete(&self, path: &str) -> Result<(), RepoError>;
+
+    /// Which of `keys` still have a stored row.
+    async fn existing(&self, keys: &[ImageKey]) -> Result<HashSet<ImageKey>, RepoError>;
+
+    /// Stored rows by last request, newest first, after `after`.
+    async fn stored_page(
+        &self,
+        after: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<Vec<ImageRecord>, RepoError>;
+
+    async fn user_images(
+        &self,
+        user: &UserId,
+        after: Option<&ImageId>,
+        limit: u32,
+    ) -> Result<Vec<ImageRecord>, RepoError>;
+
+    async fn users(
+        &self,
+        prefix: &str,
+        after: Option<&UserId>,
+        limit: u32,
+    ) -> Result<Vec<UserTotal>, RepoError>;
+
+    /// Failed rows, newest failure first.
+    async fn failed(
+        &self,
+        after: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<Vec<ImageRecord>, RepoError>;
+
+    /// Forgets failures older than `before`, and all but the newest `keep`.
+    async fn prune_failed(&self, before: u64, keep: u32) -> Result<u64, RepoError>;
+
+    async fn totals(&self) -> Result<Totals, RepoError>;
+    async fn top_users(&self, n: u32) -> Result<Vec<UserTotal>, RepoError>;
+
+    async fn meta_get(&self, name: &str) -> Result<Option<String>, RepoError>;
+    async fn meta_set(&self, name: &str, value: &str) -> Result<(), RepoError>;
+}
+
+#[cfg(test)]
+mod tests;

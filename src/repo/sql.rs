@@ -1,0 +1,274 @@
+//! [`SqlRepo`]: the [`Repo`] on SQLite or Postgres through sqlx's Any
+//! driver. Connecting runs the versioned migrations embedded in the binary.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+use super::{Cursor, Dialect, HandOut, Hit, ImageRecord, Repo, RepoError, Totals, UserTotal};
+use crate::ids::{ImageId, ImageKey, UserId};
+use crate::store::ImageMeta;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+pub struct SqlRepo {
+    pub(super) dialect: Dialect,
+    /// Reads. On SQLite, WAL lets these run beside the writer.
+    pub(super) read: AnyPool,
+    /// Writes. On SQLite one connection, so this process never races itself
+    /// for the write lock; on Postgres the same pool as reads.
+    pub(super) write: AnyPool,
+}
+
+/// SQLite settings per connection: WAL so readers never block the writer,
+/// FULL sync so a committed row survives power loss (it stands for a URL
+/// already handed out), and a busy timeout for other processes
+/// (`permaproxy cleanup` beside a running proxy).
+const SQLITE_PRAGMAS: &[&str] = &[
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = FULL",
+    "PRAGMA busy_timeout = 10000",
+];
+
+fn pool_options(dialect: Dialect, max: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max)
+        // A database that cannot be reached must fail requests fast:
+        // callers fall back (original URLs, memory cache, 503).
+        .acquire_timeout(Duration::from_secs(5))
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                if dialect == Dialect::Sqlite {
+                    for pragma in SQLITE_PRAGMAS {
+                        conn.execute(*pragma).await?;
+                    }
+                }
+                Ok(())
+            })
+        })
+}
+
+impl SqlRepo {
+    /// Connects, creating an SQLite file if needed, and runs pending
+    /// migrations. `max_connections` sizes the Postgres pool.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<SqlRepo, RepoError> {
+        sqlx::any::install_default_drivers();
+        let dialect = Dialect::from_url(url).ok_or_else(|| {
+            RepoError::Corrupt(format!("{url:?} is neither sqlite: nor postgres://"))
+        })?;
+        let repo = match dialect {
+            Dialect::Sqlite => {
+                let (url, memory) = sqlite_url(url);
+                let opts: AnyConnectOptions = url.parse()?;
+                // An in-memory database lives in one connection.
+                let readers = if memory { 1 } else { 4 };
+                let write = pool_options(dialect, 1).connect_with(opts.clone()).await?;
+                let read = if memory {
+                    write.clone()
+                } else {
+                    pool_options(dialect, readers).connect_with(opts).await?
+                };
+                SqlRepo {
+                    dialect,
+                    read,
+                    write,
+                }
+            }
+            Dialect::Postgres => {
+                let opts: AnyConnectOptions = url.parse()?;
+                let pool = pool_options(dialect, max_connections.max(2))
+                    .connect_with(opts)
+                    .await?;
+                SqlRepo {
+                    dialect,
+                    read: pool.clone(),
+                    write: pool,
+                }
+            }
+        };
+        MIGRATOR.run(&repo.write).await?;
+        Ok(repo)
+    }
+
+    pub(super) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, RepoError> {
+        Ok(self.write.begin_with(self.dialect.begin_write()).await?)
+    }
+}
+
+/// The URL sqlx is given: files are created when missing; `sqlite::memory:`
+/// (tests) is one private database.
+fn sqlite_url(url: &str) -> (String, bool) {
+    if url.contains(":memory:") || url.contains("mode=memory") {
+        return (url.to_string(), true);
+    }
+    if url.contains("mode=") {
+        return (url.to_string(), false);
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    (format!("{url}{sep}mode=rwc"), false)
+}
+
+#[async_trait]
+impl Repo for SqlRepo {
+    fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    async fn ping(&self) -> Result<(), RepoError> {
+        self.read.execute("SELECT 1").await?;
+        Ok(())
+    }
+
+    async fn hand_out(&self, batch: &HandOut) -> Result<Vec<ImageRecord>, RepoError> {
+        self.hand_out_rows(batch).await
+    }
+
+    async fn get(&self, key: &ImageKey) -> Result<Option<ImageRecord>, RepoError> {
+        self.get_row(key).await
+    }
+
+    async fn mark_stored(
+        &self,
+        meta: &ImageMeta,
+        dims: Option<(u32, u32)>,
+    ) -> Result<Option<u64>, RepoError> {
+        self.mark_stored_row(meta, dims).await
+    }
+
+    async fn upsert_stored(&self, meta: &ImageMeta, requested_at: u64) -> Result<(), RepoError> {
+        self.upsert_stored_row(meta, requested_at).await
+    }
+
+    async fn upsert_record(&self, rec: &ImageRecord) -> Result<(), RepoError> {
+        self.upsert_record_row(rec).await
+    }
+
+    async fn mark_failed(&self, key: &ImageKey, reason: &str, now: u64) -> Result<(), RepoError> {
+        self.mark_failed_row(key, reason, now).await
+    }
+
+    async fn postpone(&self, key: &ImageKey, reason: &str, due_at: u64) -> Result<(), RepoError> {
+        self.postpone_row(key, reason, due_at).await
+    }
+
+    async fn claim(
+        &self,
+        key: &ImageKey,
+        owner: &str,
+        now: u64,
+        until: u64,
+    ) -> Result<bool, RepoError> {
+        self.claim_row(key, owner, now, until).await
+    }
+
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now: u64,
+        until: u64,
+        limit: u32,
+        own_too: bool,
+    ) -> Result<Vec<ImageRecord>, RepoError> {
+        self.claim_due_rows(owner, now, until, limit, own_too).await
+    }
+
+    async fn renew_leases(
+        &self,
+        owner: &str,
+        keys: &[ImageKey],
+        until: u64,
+    ) -> Result<(), RepoError> {
+        self.renew_lease_rows(owner, keys, until).await
+    }
+
+    async fn record_hits(&self, hits: &[Hit]) -> Result<(), RepoError> {
+        self.record_hit_rows(hits).await
+    }
+
+    async fn delete_images(&self, keys: &[ImageKey]) -> Result<Vec<ImageRecord>, RepoError> {
+        self.delete_image_rows(keys).await
+    }
+
+    async fn delete_user(&self, user: &UserId) -> Result<Vec<ImageRecord>, RepoError> {
+        self.delete_user_rows(user).await
+    }
+
+    async fn enforce_user_limit(
+        &self,
+        user: &UserId,
+        limit: u64,
+        protect_since: u64,
+    ) -> Result<Vec<ImageRecord>, RepoError> {
+        self.enforce_user_limit_rows(user, limit, protect_since)
+            .await
+    }
+
+    async fn queued_deletes(&self, limit: u32) -> Result<Vec<String>, RepoError> {
+        self.queued_delete_paths(limit).await
+    }
+
+    async fn forget_queued_delete(&self, path: &str) -> Result<(), RepoError> {
+        self.forget_queued_path(path).await
+    }
+
+    async fn existing(&self, keys: &[ImageKey]) -> Result<HashSet<ImageKey>, RepoError> {
+        self.existing_keys(keys).await
+    }
+
+    async fn stored_page(
+        &self,
+        after: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<Vec<ImageRecord>, RepoError> {
+        self.stored_rows_page(after, limit).await
+    }
+
+    async fn user_images(
+        &self,
+        user: &UserId,
+        after: Option<&ImageId>,
+        limit: u32,
+    ) -> Result<Vec<ImageRecord>, RepoError> {
+        self.user_image_rows(user, after, limit).await
+    }
+
+    async fn users(
+        &self,
+        prefix: &str,
+        after: Option<&UserId>,
+        limit: u32,
+    ) -> Result<Vec<UserTotal>, RepoError> {
+        self.user_totals(prefix, after, limit).await
+    }
+
+    async fn failed(
+        &self,
+        after: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<Vec<ImageRecord>, RepoError> {
+        self.failed_rows(after, limit).await
+    }
+
+    async fn prune_failed(&self, before: u64, keep: u32) -> Result<u64, RepoError> {
+        self.prune_failed_rows(before, keep).await
+    }
+
+    async fn totals(&self) -> Result<Totals, RepoError> {
+        self.totals_row().await
+    }
+
+    async fn top_users(&self, n: u32) -> Result<Vec<UserTotal>, RepoError> {
+        self.top_user_totals(n).await
+    }
+
+    async fn meta_get(&self, name: &str) -> Result<Option<String>, RepoError> {
+        self.meta_value(name).await
+    }
+
+    async fn meta_set(&self, name: &str, value: &str) -> Result<(), RepoError> {
+        self.set_meta_value(name, value).await
+    }
+}

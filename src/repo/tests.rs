@@ -1,0 +1,392 @@
+//! The queries, on an in-memory SQLite and, when
+//! `PERMAPROXY_TEST_POSTGRES_URL` names a server (scripts/test.sh starts
+//! one), on a fresh Postgres database too.
+
+use super::*;
+use crate::ids::ImageId;
+
+pub async fn databases() -> Vec<SqlRepo> {
+    let mut out = vec![SqlRepo::connect("sqlite::memory:", 1).await.unwrap()];
+    if let Ok(url) = std::env::var("PERMAPROXY_TEST_POSTGRES_URL") {
+        out.push(fresh_postgres(&url).await);
+    }
+    out
+}
+
+/// A new, empty database on the server `url` points at.
+pub async fn fresh_postgres(url: &str) -> SqlRepo {
+    use sqlx::Executor;
+    sqlx::any::install_default_drivers();
+    let name = format!("pp_unit_{:016x}", rand::random::<u64>());
+    let admin = sqlx::AnyPool::connect(url).await.unwrap();
+    admin
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    let (base, _) = url.rsplit_once('/').unwrap();
+    SqlRepo::connect(&format!("{base}/{name}"), 4)
+        .await
+        .unwrap()
+}
+
+fn key(user: &str, n: u32) -> ImageKey {
+    ImageKey::new(
+        UserId::parse(user).unwrap(),
+        ImageId::for_source(&format!("https://replicate.delivery/{n}.png")),
+    )
+}
+
+fn new_image(user: &str, n: u32) -> NewImage {
+    NewImage {
+        key: key(user, n),
+        source_url: format!("https://replicate.delivery/{n}.png"),
+        format: Format::Png,
+    }
+}
+
+fn batch(images: Vec<NewImage>, now: u64, owner: Option<&str>) -> HandOut {
+    HandOut {
+        images,
+        prediction_id: Some("p1".into()),
+        now,
+        owner: owner.map(str::to_string),
+        lease_until: now + 15_000,
+        due_at: now,
+    }
+}
+
+fn meta(k: &ImageKey, size: u64, at: u64) -> ImageMeta {
+    ImageMeta {
+        key: k.clone(),
+        format: Format::Webp,
+        size,
+        sha256: "ab".repeat(32),
+        source_url: None,
+        prediction_id: None,
+        created_at: at,
+    }
+}
+
+/// Hands out and stores `n` images for `user`, each requested at `at + i`.
+async fn stored(repo: &SqlRepo, user: &str, range: std::ops::Range<u32>, at: u64) {
+    for i in range {
+        let k = key(user, i);
+        repo.hand_out(&batch(
+            vec![new_image(user, i)],
+            at + u64::from(i),
+            Some("r1"),
+        ))
+        .await
+        .unwrap();
+        assert!(repo
+            .mark_stored(&meta(&k, 100, at), None)
+            .await
+            .unwrap()
+            .is_some());
+    }
+}
+
+#[tokio::test]
+async fn hand_out_then_store() {
+    for repo in databases().await {
+        let rows = repo
+            .hand_out(&batch(
+                vec![new_image("u", 1), new_image("u", 2)],
+                1_000,
+                Some("r1"),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 2);
+        assert!(rows.iter().all(|r| r.state == ImageState::Pending));
+        assert_eq!(rows[0].lease_owner.as_deref(), Some("r1"));
+        assert_eq!(rows[0].prediction_id.as_deref(), Some("p1"));
+        // Handed out again later by another replica: newer request time,
+        // the live lease stays with r1.
+        let again = repo
+            .hand_out(&batch(vec![new_image("u", 1)], 2_000, Some("r2")))
+            .await
+            .unwrap();
+        assert_eq!(again[0].requested_at, 2_000);
+        assert_eq!(again[0].lease_owner.as_deref(), Some("r1"));
+        let at = repo
+            .mark_stored(&meta(&key("u", 1), 42, 2_500), Some((64, 48)))
+            .await;
+        assert_eq!(at.unwrap(), Some(2_000));
+        let r = repo.get(&key("u", 1)).await.unwrap().unwrap();
+        assert_eq!(r.state, ImageState::Stored);
+        assert_eq!(
+            (r.size, r.format, r.width, r.height),
+            (42, Format::Webp, Some(64), Some(48))
+        );
+        assert_eq!(r.stored_meta().unwrap().created_at, 2_500);
+        assert_eq!(r.lease_owner, None);
+        assert_eq!(repo.get(&key("u", 9)).await.unwrap(), None);
+        let t = repo.totals().await.unwrap();
+        assert_eq!((t.images, t.bytes, t.pending, t.failed), (1, 42, 1, 0));
+    }
+}
+
+#[tokio::test]
+async fn a_failed_image_handed_out_again_is_retried() {
+    for repo in databases().await {
+        repo.hand_out(&batch(vec![new_image("u", 1)], 1_000, Some("r1")))
+            .await
+            .unwrap();
+        repo.mark_failed(&key("u", 1), "source answered 404", 1_100)
+            .await
+            .unwrap();
+        let r = repo.get(&key("u", 1)).await.unwrap().unwrap();
+        assert_eq!(r.state, ImageState::Failed);
+        assert_eq!(r.last_error.as_deref(), Some("source answered 404"));
+        let rows = repo
+            .hand_out(&batch(vec![new_image("u", 1)], 5_000, Some("r2")))
+            .await
+            .unwrap();
+        assert_eq!(rows[0].state, ImageState::Pending);
+        assert_eq!(rows[0].lease_owner.as_deref(), Some("r2"));
+        assert_eq!(rows[0].attempts, 0);
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_row_refuses_its_download() {
+    for repo in databases().await {
+        repo.hand_out(&batch(vec![new_image("u", 1)], 1_000, Some("r1")))
+            .await
+            .unwrap();
+        let gone = repo
+            .delete_user(&UserId::parse("u").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(gone.len(), 1);
+        let stored = repo
+            .mark_stored(&meta(&key("u", 1), 10, 2_000), None)
+            .await
+            .unwrap();
+        assert_eq!(stored, None, "a deleted image stays deleted");
+        assert_eq!(repo.get(&key("u", 1)).await.unwrap(), None);
+    }
+}
+
+#[tokio::test]
+async fn leases_claims_and_takeover() {
+    for repo in databases().await {
+        let images = (1..=3).map(|i| new_image("u", i)).collect();
+        repo.hand_out(&batch(images, 1_000, Some("dead")))
+            .await
+            .unwrap();
+        // The lease (until 16_000) is alive: nothing to take over.
+        assert!(repo
+            .claim_due("r2", 10_000, 25_000, 10, false)
+            .await
+            .unwrap()
+            .is_empty());
+        // The owner renews one of them.
+        repo.renew_leases("dead", &[key("u", 1)], 40_000)
+            .await
+            .unwrap();
+        let taken = repo
+            .claim_due("r2", 20_000, 35_000, 10, false)
+            .await
+            .unwrap();
+        assert_eq!(taken.len(), 2, "the two whose lease ran out");
+        assert!(taken.iter().all(|r| r.lease_owner.as_deref() == Some("r2")));
+        // A restarted "dead" replica reclaims its own at once.
+        let own = repo
+            .claim_due("dead", 20_000, 35_000, 10, true)
+            .await
+            .unwrap();
+        assert_eq!(own.len(), 1);
+        assert_eq!(own[0].key, key("u", 1));
+        // A single claim only takes a free or expired lease.
+        assert!(!repo
+            .claim(&key("u", 2), "r3", 21_000, 50_000)
+            .await
+            .unwrap());
+        assert!(repo
+            .claim(&key("u", 2), "r3", 36_000, 500_000)
+            .await
+            .unwrap());
+        // Postponed: due later, lease released.
+        repo.postpone(&key("u", 3), "disk full", 90_000)
+            .await
+            .unwrap();
+        let early = repo
+            .claim_due("r4", 60_000, 70_000, 10, false)
+            .await
+            .unwrap();
+        assert!(early.iter().all(|r| r.key != key("u", 3)), "not due yet");
+        let late = repo
+            .claim_due("r4", 90_000, 99_000, 10, false)
+            .await
+            .unwrap();
+        assert!(late.iter().any(|r| r.key == key("u", 3)));
+    }
+}
+
+#[tokio::test]
+async fn lazy_rows_wait_for_their_deadline() {
+    for repo in databases().await {
+        let mut b = batch(vec![new_image("u", 1)], 1_000, None);
+        b.due_at = 1_000 + 1_800_000;
+        let rows = repo.hand_out(&b).await.unwrap();
+        assert_eq!(rows[0].lease_owner, None);
+        assert!(repo
+            .claim_due("r1", 60_000, 70_000, 10, true)
+            .await
+            .unwrap()
+            .is_empty());
+        let due = repo
+            .claim_due("r1", 1_801_000, 1_900_000, 10, false)
+            .await
+            .unwrap();
+        assert_eq!(due.len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn the_user_limit_never_evicts_its_own_response() {
+    for repo in databases().await {
+        let user = UserId::parse("u").unwrap();
+        stored(&repo, "u", 0..3, 1_000).await;
+        // One response with 4 more images, all requested at 10_000.
+        let images = (10..14).map(|i| new_image("u", i)).collect();
+        repo.hand_out(&batch(images, 10_000, Some("r1")))
+            .await
+            .unwrap();
+        for i in 10..14 {
+            repo.mark_stored(&meta(&key("u", i), 100, 10_100), None)
+                .await
+                .unwrap();
+        }
+        let gone = repo.enforce_user_limit(&user, 2, 10_000).await.unwrap();
+        assert_eq!(gone.len(), 3, "only the older images go");
+        assert!(gone.iter().all(|r| r.requested_at < 10_000));
+        assert_eq!(
+            repo.totals().await.unwrap().images,
+            4,
+            "the response keeps all 4"
+        );
+        // The queue holds the evicted objects.
+        let queued = repo.queued_deletes(10).await.unwrap();
+        assert_eq!(queued.len(), 3);
+        repo.forget_queued_delete(&queued[0]).await.unwrap();
+        assert_eq!(repo.queued_deletes(10).await.unwrap().len(), 2);
+        // Later enforcement, protecting nothing older, trims to the limit.
+        let gone = repo.enforce_user_limit(&user, 2, u64::MAX).await.unwrap();
+        assert_eq!(gone.len(), 2);
+    }
+}
+
+#[tokio::test]
+async fn hits_raise_request_times_and_count_views() {
+    for repo in databases().await {
+        stored(&repo, "u", 0..1, 1_000).await;
+        let hits = vec![Hit {
+            key: key("u", 0),
+            last_ms: 50_000,
+            count: 3,
+        }];
+        repo.record_hits(&hits).await.unwrap();
+        repo.record_hits(&[Hit {
+            key: key("u", 0),
+            last_ms: 40_000,
+            count: 1,
+        }])
+        .await
+        .unwrap();
+        let r = repo.get(&key("u", 0)).await.unwrap().unwrap();
+        assert_eq!((r.requested_at, r.views), (50_000, 4));
+    }
+}
+
+#[tokio::test]
+async fn pages_walk_every_row_once() {
+    for repo in databases().await {
+        stored(&repo, "a", 0..7, 1_000).await;
+        stored(&repo, "b_x", 0..5, 1_000).await;
+        let mut seen = Vec::new();
+        let mut cursor: Option<Cursor> = None;
+        loop {
+            let page = repo.stored_page(cursor.as_ref(), 3).await.unwrap();
+            let done = page.len() < 3;
+            for r in page {
+                cursor = Some(Cursor {
+                    at: r.requested_at,
+                    key: r.key.clone(),
+                });
+                seen.push(r);
+            }
+            if done {
+                break;
+            }
+        }
+        assert_eq!(seen.len(), 12);
+        assert!(seen
+            .windows(2)
+            .all(|w| w[0].requested_at >= w[1].requested_at));
+        let users = repo.users("b_", None, 10).await.unwrap();
+        assert_eq!(users.len(), 1, "the _ in the prefix is not a wildcard");
+        assert_eq!((users[0].images, users[0].bytes), (5, 500));
+        let a = UserId::parse("a").unwrap();
+        let first = repo.user_images(&a, None, 4).await.unwrap();
+        let rest = repo
+            .user_images(&a, Some(&first[3].key.id), 4)
+            .await
+            .unwrap();
+        assert_eq!(first.len() + rest.len(), 7);
+        let top = repo.top_users(1).await.unwrap();
+        assert_eq!(top[0].user, a);
+        let keys = vec![key("a", 0), key("a", 99)];
+        let alive = repo.existing(&keys).await.unwrap();
+        assert!(alive.contains(&key("a", 0)) && !alive.contains(&key("a", 99)));
+    }
+}
+
+#[tokio::test]
+async fn failures_are_paged_and_pruned() {
+    for repo in databases().await {
+        for i in 0..5u32 {
+            repo.hand_out(&batch(vec![new_image("u", i)], 1_000, Some("r1")))
+                .await
+                .unwrap();
+            repo.mark_failed(&key("u", i), "gone", 1_000 + u64::from(i))
+                .await
+                .unwrap();
+        }
+        let page = repo.failed(None, 2).await.unwrap();
+        assert_eq!(page[0].failed_at, Some(1_004), "newest first");
+        let c = Cursor {
+            at: page[1].failed_at.unwrap(),
+            key: page[1].key.clone(),
+        };
+        assert_eq!(repo.failed(Some(&c), 10).await.unwrap().len(), 3);
+        assert_eq!(
+            repo.prune_failed(1_002, 100).await.unwrap(),
+            2,
+            "older than 1_002"
+        );
+        assert_eq!(
+            repo.prune_failed(0, 1).await.unwrap(),
+            2,
+            "all but the newest"
+        );
+        assert_eq!(repo.totals().await.unwrap().failed, 1);
+    }
+}
+
+#[tokio::test]
+async fn meta_values_and_imports() {
+    for repo in databases().await {
+        assert_eq!(repo.meta_get("x").await.unwrap(), None);
+        repo.meta_set("x", "1").await.unwrap();
+        repo.meta_set("x", "2").await.unwrap();
+        assert_eq!(repo.meta_get("x").await.unwrap().as_deref(), Some("2"));
+        let m = meta(&key("u", 1), 7, 3_000);
+        repo.upsert_stored(&m, 9_000).await.unwrap();
+        repo.upsert_stored(&m, 1_000).await.unwrap();
+        let r = repo.get(&key("u", 1)).await.unwrap().unwrap();
+        assert_eq!((r.state, r.requested_at), (ImageState::Stored, 9_000));
+    }
+}
