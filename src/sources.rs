@@ -290,7 +290,13 @@ mod tests {
     #[test]
     fn multibyte_text_never_panics() {
         let m = m();
-        for s in ["httpé and more text", "dataé:xxxxxxxxx", "httpsé://x.y/zzzzz", "ééééééééé", "data\u{1F600}xxxxxxx"] {
+        for s in [
+            "httpé and more text",
+            "dataé:xxxxxxxxx",
+            "httpsé://x.y/zzzzz",
+            "ééééééééé",
+            "data\u{1F600}xxxxxxx",
+        ] {
             assert_eq!(m.classify(s), None, "{s}");
         }
     }
