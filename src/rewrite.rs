@@ -117,7 +117,10 @@ fn on_string(
             expect_key: expect_key @ true,
             key,
         }) => {
-            let name: String = serde_json::from_slice(token).map_err(|_| NotJson)?;
+            // A name that is not valid Unicode (a lone surrogate escape such
+            // as "\ud800") is legal JSON; it cannot be one of the names we
+            // look for, so it must not stop the rewrite of the whole body.
+            let name: String = serde_json::from_slice(token).unwrap_or_default();
             out.object_keys[*index].push(name.clone());
             *key = Some(name);
             *expect_key = false;
@@ -133,7 +136,11 @@ fn on_string(
             if !looks_like_source(token) {
                 return Ok(());
             }
-            let value: String = serde_json::from_slice(token).map_err(|_| NotJson)?;
+            // Likewise a value with a lone surrogate is user text, not a URL:
+            // skip it instead of failing the whole scan.
+            let Ok(value) = serde_json::from_slice::<String>(token) else {
+                return Ok(());
+            };
             if let Some(source) = matcher.classify(&value) {
                 out.found.push(Found {
                     start,

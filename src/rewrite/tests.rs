@@ -136,3 +136,32 @@ fn data_uri_members() {
     );
     assert!(out.contains("size_bytes"));
 }
+
+// Issue 11: a string that is legal JSON but not valid Unicode (a lone
+// surrogate escape, as JavaScript's JSON.stringify writes for a prompt cut in
+// the middle of an emoji) made the scan fail, so the whole body passed
+// through and every source beside it expired un-hosted.
+#[test]
+fn lone_surrogates_do_not_stop_the_rewrite() {
+    let a = "https://replicate.delivery/a.png";
+    for body in [
+        format!(r#"{{"prompt":"https://x \ud83d","url":"{a}"}}"#),
+        format!(r#"{{"prompt":"data:image/png;base64,\udc00","url":"{a}"}}"#),
+        format!(r#"{{"caption\ud800":"x","url":"{a}"}}"#),
+        format!(r#"{{"id":"p\ud800","output":["{a}"]}}"#),
+    ] {
+        let s = scan(body.as_bytes(), &matcher()).expect("legal JSON is scanned");
+        assert_eq!(s.found.len(), 1, "{body}");
+        let out = rewrite(&body, &[a]);
+        assert!(out.contains("img_0.png"), "{out}");
+        assert!(
+            !out.contains(&format!(r#""url":"{a}""#)) && !out.contains(&format!(r#"["{a}"]"#)),
+            "{out}"
+        );
+        assert!(
+            out.contains(r"\ud8") || out.contains(r"\udc"),
+            "kept: {out}"
+        );
+        serde_json::from_slice::<serde::de::IgnoredAny>(out.as_bytes()).unwrap();
+    }
+}
