@@ -156,11 +156,15 @@ fn on_string(
     Ok(())
 }
 
-/// Cheap pre-check on the raw token so most strings are never decoded.
+/// Cheap pre-check on the raw token so most strings are never decoded. A
+/// token with an escape among its first bytes (`"\u0068ttps://…"`) may
+/// still decode to a source, so it is decoded too.
 fn looks_like_source(token: &[u8]) -> bool {
     let inner = &token[1..];
     inner.len() > 8
-        && (inner[..4].eq_ignore_ascii_case(b"http") || inner[..5].eq_ignore_ascii_case(b"data:"))
+        && (inner[..4].eq_ignore_ascii_case(b"http")
+            || inner[..5].eq_ignore_ascii_case(b"data:")
+            || inner[..5].contains(&b'\\'))
 }
 
 /// Index just past the closing quote of the string starting at `start`.

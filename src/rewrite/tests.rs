@@ -165,3 +165,27 @@ fn lone_surrogates_do_not_stop_the_rewrite() {
         serde_json::from_slice::<serde::de::IgnoredAny>(out.as_bytes()).unwrap();
     }
 }
+
+// Issue 11: the raw-token pre-check looked for `http`/`data:` literally, so
+// a source whose first characters are escaped was missed, though JSON says
+// it is the same string.
+#[test]
+fn escaped_leading_characters_are_decoded() {
+    let a = "https://replicate.delivery/a.png";
+    for token in [
+        r#""\u0068ttps://replicate.delivery/a.png""#,
+        r#""h\u0074tps://replicate.delivery/a.png""#,
+        r#""http\u0073://replicate.delivery/a.png""#,
+    ] {
+        let body = format!(r#"{{"url":{token}}}"#);
+        let out = rewrite(&body, &[a]);
+        assert!(out.contains("img_0.png"), "{token} -> {out}");
+        assert!(out.contains(&format!(r#""replicate_url":"{a}""#)), "{out}");
+    }
+    let d = "data:image/png;base64,iVBORw0KGgo=";
+    let out = rewrite(r#"["\u0064ata:image/png;base64,iVBORw0KGgo="]"#, &[d]);
+    assert_eq!(
+        out,
+        r#"["https://api.example.com/v1/images/hosted/u/img_0.png"]"#
+    );
+}
