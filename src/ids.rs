@@ -179,6 +179,59 @@ mod tests {
         assert_eq!(a.as_str().len(), 28);
     }
 
+    // Issue 11: the hosted-path parser sees every client's path; it must
+    // never panic, and what it accepts must print back to itself.
+    mod never_panics {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn check(path: &str) {
+            for p in [path.to_string(), format!("{HOSTED_PREFIX}{path}")] {
+                if let Ok((key, format)) = parse_hosted_path(&p) {
+                    assert!(UserId::parse(key.user.as_str()).is_some(), "{p:?}");
+                    assert!(ImageId::parse(key.id.as_str()).is_some(), "{p:?}");
+                    let printed = key.hosted_path(format);
+                    assert_eq!(parse_hosted_path(&printed).ok(), Some((key, format)));
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn on_arbitrary_strings(s in any::<String>()) {
+                check(&s);
+            }
+
+            #[test]
+            fn on_lossy_bytes(b in prop::collection::vec(any::<u8>(), 0..96)) {
+                check(&String::from_utf8_lossy(&b));
+            }
+
+            #[test]
+            fn on_near_paths(
+                user in "[A-Za-z0-9._%/-]{0,10}",
+                id in "(img_)?[0-9a-f]{0,30}",
+                ext in "[a-z%.]{0,5}",
+                junk in any::<String>(),
+            ) {
+                check(&format!("{user}/{id}.{ext}"));
+                check(&format!("{user}/{id}.{ext}{junk}"));
+            }
+
+            /// Every valid key parses back from its printed path.
+            #[test]
+            fn round_trip(user in "[A-Za-z0-9._-]{1,128}", source in any::<String>()) {
+                prop_assume!(user != "." && user != "..");
+                let key = ImageKey::new(UserId::parse(&user).unwrap(), ImageId::for_source(&source));
+                for f in Format::ALL {
+                    prop_assert_eq!(parse_hosted_path(&key.hosted_path(f)).ok(), Some((key.clone(), f)));
+                }
+            }
+        }
+    }
+
     #[test]
     fn hosted_paths() {
         let id = ImageId::for_source("x");

@@ -117,7 +117,10 @@ fn on_string(
             expect_key: expect_key @ true,
             key,
         }) => {
-            let name: String = serde_json::from_slice(token).map_err(|_| NotJson)?;
+            // A name that is not valid Unicode (a lone surrogate escape such
+            // as "\ud800") is legal JSON; it cannot be one of the names we
+            // look for, so it must not stop the rewrite of the whole body.
+            let name: String = serde_json::from_slice(token).unwrap_or_default();
             out.object_keys[*index].push(name.clone());
             *key = Some(name);
             *expect_key = false;
@@ -133,7 +136,11 @@ fn on_string(
             if !looks_like_source(token) {
                 return Ok(());
             }
-            let value: String = serde_json::from_slice(token).map_err(|_| NotJson)?;
+            // Likewise a value with a lone surrogate is user text, not a URL:
+            // skip it instead of failing the whole scan.
+            let Ok(value) = serde_json::from_slice::<String>(token) else {
+                return Ok(());
+            };
             if let Some(source) = matcher.classify(&value) {
                 out.found.push(Found {
                     start,
@@ -149,11 +156,15 @@ fn on_string(
     Ok(())
 }
 
-/// Cheap pre-check on the raw token so most strings are never decoded.
+/// Cheap pre-check on the raw token so most strings are never decoded. A
+/// token with an escape among its first bytes (`"\u0068ttps://…"`) may
+/// still decode to a source, so it is decoded too.
 fn looks_like_source(token: &[u8]) -> bool {
     let inner = &token[1..];
     inner.len() > 8
-        && (inner[..4].eq_ignore_ascii_case(b"http") || inner[..5].eq_ignore_ascii_case(b"data:"))
+        && (inner[..4].eq_ignore_ascii_case(b"http")
+            || inner[..5].eq_ignore_ascii_case(b"data:")
+            || inner[..5].contains(&b'\\'))
 }
 
 /// Index just past the closing quote of the string starting at `start`.

@@ -257,6 +257,66 @@ mod tests {
         assert_eq!(plan(&m, &c), Plan::Partial(ByteRange { start: 0, end: 1 }));
     }
 
+    // Issue 11: Range and the conditional headers come straight from
+    // clients; planning must never panic, and a 206 must lie inside the image.
+    mod never_panics {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn size() -> impl Strategy<Value = u64> {
+            prop_oneof![0u64..16, 0u64..100_000, any::<u64>()]
+        }
+
+        fn header() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                "bytes=[0-9 ,+-]{0,24}",
+                "[a-zA-Z]{0,6}=?[0-9 ,+-]{0,12}",
+                prop::collection::vec(any::<u8>(), 0..40)
+                    .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn parse_range_stays_inside(h in header(), size in size()) {
+                for h in [h.clone(), format!("bytes={h}")] {
+                    if let RangeResult::Range(r) = parse_range(&h, size) {
+                        prop_assert!(r.start <= r.end && r.end < size, "{:?} {}: {:?}", h, size, r);
+                    }
+                }
+            }
+
+            #[test]
+            fn plan_on_arbitrary_headers(
+                inm in prop::option::of(header()),
+                ims in prop::option::of(header()),
+                range in prop::option::of(header()),
+                if_range in prop::option::of(header()),
+                size in size(),
+                use_etag in any::<bool>(),
+            ) {
+                let m = meta(size);
+                let etag = m.etag();
+                let c = Conditions {
+                    if_none_match: inm.as_deref(),
+                    if_modified_since: ims.as_deref(),
+                    range: range.as_deref(),
+                    if_range: if use_etag { Some(etag.as_str()) } else { if_range.as_deref() },
+                };
+                let p = plan(&m, &c);
+                if let Plan::Partial(r) = p {
+                    prop_assert!(r.start <= r.end && r.end < size);
+                    let want = format!("bytes {}-{}/{}", r.start, r.end, size);
+                    prop_assert!(headers(&m, &p).contains(&("content-range", want)));
+                }
+                let _ = status(&p);
+            }
+        }
+    }
+
     #[test]
     fn partial_headers() {
         let m = meta(100);

@@ -338,6 +338,70 @@ mod tests {
         }
     }
 
+    // Issue 11: classify panicked on user text with a multi-byte character
+    // at byte 5. It must never panic, whatever the string.
+    mod never_panics {
+        use super::*;
+        use proptest::prelude::*;
+
+        const PREFIXES: &[&str] = &[
+            "",
+            "http",
+            "https://",
+            "http://",
+            "data:",
+            "data:image/png;base64,",
+            "DATA:",
+            "https://replicate.delivery/",
+            "https://x.replicate.delivery",
+            "http://127.0.0.1:9999/",
+        ];
+
+        fn matchers() -> [SourceMatcher; 2] {
+            [
+                m(),
+                SourceMatcher::parse("127.0.0.1:9999,[::1]:8443,*.example.com", true).unwrap(),
+            ]
+        }
+
+        fn check(s: &str) {
+            for m in matchers() {
+                match m.classify(s) {
+                    Some(Source::Url(u)) => assert!(m.url_allowed(&u), "{s:?}"),
+                    Some(Source::Data) => assert!(s.len() > 11, "{s:?}"),
+                    None => {}
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn on_arbitrary_strings(s in any::<String>()) {
+                check(&s);
+            }
+
+            #[test]
+            fn on_lossy_bytes(b in prop::collection::vec(any::<u8>(), 0..64)) {
+                check(&String::from_utf8_lossy(&b));
+            }
+
+            /// A source-like prefix with a character spliced in anywhere,
+            /// then anything.
+            #[test]
+            fn on_near_sources(
+                prefix in prop::sample::select(PREFIXES),
+                at in any::<prop::sample::Index>(),
+                c in any::<char>(),
+                tail in any::<String>(),
+            ) {
+                let i = at.index(prefix.len() + 1);
+                check(&format!("{}{c}{}{tail}", &prefix[..i], &prefix[i..]));
+            }
+        }
+    }
+
     #[test]
     fn bad_patterns() {
         assert!(SourceMatcher::parse("", false).is_err());

@@ -155,3 +155,56 @@ fn distinct_sources_are_linear_and_capped() {
     let (picked, over) = distinct_sources(&s, 1000);
     assert_eq!((picked.len(), over), (100, 0));
 }
+
+// Issue 11: a string that is legal JSON but not valid Unicode (a lone
+// surrogate escape, as JavaScript's JSON.stringify writes for a prompt cut in
+// the middle of an emoji) made the scan fail, so the whole body passed
+// through and every source beside it expired un-hosted.
+#[test]
+fn lone_surrogates_do_not_stop_the_rewrite() {
+    let a = "https://replicate.delivery/a.png";
+    for body in [
+        format!(r#"{{"prompt":"https://x \ud83d","url":"{a}"}}"#),
+        format!(r#"{{"prompt":"data:image/png;base64,\udc00","url":"{a}"}}"#),
+        format!(r#"{{"caption\ud800":"x","url":"{a}"}}"#),
+        format!(r#"{{"id":"p\ud800","output":["{a}"]}}"#),
+    ] {
+        let s = scan(body.as_bytes(), &matcher()).expect("legal JSON is scanned");
+        assert_eq!(s.found.len(), 1, "{body}");
+        let out = rewrite(&body, &[a]);
+        assert!(out.contains("img_0.png"), "{out}");
+        assert!(
+            !out.contains(&format!(r#""url":"{a}""#)) && !out.contains(&format!(r#"["{a}"]"#)),
+            "{out}"
+        );
+        assert!(
+            out.contains(r"\ud8") || out.contains(r"\udc"),
+            "kept: {out}"
+        );
+        serde_json::from_slice::<serde::de::IgnoredAny>(out.as_bytes()).unwrap();
+    }
+}
+
+// Issue 11: the raw-token pre-check looked for `http`/`data:` literally, so
+// a source whose first characters are escaped was missed, though JSON says
+// it is the same string.
+#[test]
+fn escaped_leading_characters_are_decoded() {
+    let a = "https://replicate.delivery/a.png";
+    for token in [
+        r#""\u0068ttps://replicate.delivery/a.png""#,
+        r#""h\u0074tps://replicate.delivery/a.png""#,
+        r#""http\u0073://replicate.delivery/a.png""#,
+    ] {
+        let body = format!(r#"{{"url":{token}}}"#);
+        let out = rewrite(&body, &[a]);
+        assert!(out.contains("img_0.png"), "{token} -> {out}");
+        assert!(out.contains(&format!(r#""replicate_url":"{a}""#)), "{out}");
+    }
+    let d = "data:image/png;base64,iVBORw0KGgo=";
+    let out = rewrite(r#"["\u0064ata:image/png;base64,iVBORw0KGgo="]"#, &[d]);
+    assert_eq!(
+        out,
+        r#"["https://api.example.com/v1/images/hosted/u/img_0.png"]"#
+    );
+}

@@ -4,6 +4,7 @@
 //! - [`StudioApi`]: a stand-in Studio API (Express) with echo routes.
 //! - [`Proxy`]: the real `permaproxy` binary, started on free loopback ports.
 //! - [`fixtures`]: real image bytes and generated PNGs.
+//! - [`hostile_json`]: hostile JSON documents and the oracle for their rewrite.
 //!
 //! Each integration-test file compiles this module on its own and uses only
 //! part of it, hence the `dead_code` allowance.
@@ -12,6 +13,7 @@
 pub mod db;
 pub mod filehost;
 pub mod fixtures;
+pub mod hostile_json;
 pub mod metrics;
 pub mod proxy;
 mod server;

@@ -8,7 +8,9 @@
 //! - `modes`: background, on_first_hit, before_response fallback, pending GETs;
 //! - `crash`: `kill -9` with downloads in flight, staging sweep at start;
 //! - `disk`: a full disk (a small tmpfs, when running as root);
-//! - `load`: 100 concurrent calls, and single flight for one source.
+//! - `load`: 100 concurrent calls, and single flight for one source;
+//! - `hostile_strings`: issue 11, generated answers full of hostile user text
+//!   beside real sources, through the real binary.
 //!
 //! `raw` is a hand-written HTTP source for faults the FileHost cannot make
 //! (a body cut short once, a stalled body, an endless chunked body).
@@ -19,6 +21,7 @@ mod common;
 mod crash;
 mod disk;
 mod hostile;
+mod hostile_strings;
 mod load;
 mod modes;
 mod raw;
