@@ -86,14 +86,15 @@ impl Replayed {
 /// record was appended onto it: such a line is searched for records that
 /// start inside it, so the record after the fragment is not lost.
 pub fn replay_journal(text: &[u8]) -> Replayed {
-    const START: &[u8] = br#"{"op":"#;
     let mut out = Replayed::default();
     for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         if let Ok(r) = serde_json::from_slice::<Record>(line) {
             out.apply(r);
             continue;
         }
-        let starts = memchr::memmem::find_iter(line, START).filter(|at| *at > 0);
+        // The record, if any, runs to the end of the line and starts at
+        // one of its braces: the first that parses is it.
+        let starts = memchr::memchr_iter(b'{', line).filter(|at| *at > 0);
         for at in starts {
             if let Ok(r) = serde_json::from_slice::<Record>(&line[at..]) {
                 out.apply(r);
@@ -280,13 +281,16 @@ mod tests {
         // Finding 2: ENOSPC cut a write mid-line; the next fsynced record
         // was appended onto the fragment.
         let text = format!(
-            "{}\n{{\"op\":\"pend{}\n{}\n",
+            "{}\n{{\"op\":\"pend{}\n{}\n{{\"user\":\"u1\",\"op{}\n",
             pending(1),
             pending(2),
-            pending(3)
+            pending(3),
+            pending(4)
+                .replace("\"op\":\"pending\",", "")
+                .replacen('{', "{\"op\":\"pending\",", 1)
         );
         let r = replay_journal(text.as_bytes());
-        assert_eq!(r.pending.len(), 3, "{:?}", r.pending.keys());
+        assert_eq!(r.pending.len(), 4, "{:?}", r.pending.keys());
     }
 
     #[test]

@@ -32,9 +32,12 @@ const HAND_OUT: &str = "INSERT INTO hosted_images \
                      THEN excluded.lease_until ELSE hosted_images.lease_until END \
      RETURNING ";
 
+/// Being stored counts as a request, so every image lives at least
+/// IMAGE_MAX_AGE_DAYS after its bytes arrived.
 const MARK_STORED: &str = "UPDATE hosted_images SET state = 'stored', format = $3, \
      size_bytes = $4, sha256 = $5, width = $6, height = $7, stored_at = $8, last_error = NULL, \
-     failed_at = NULL, lease_owner = NULL, lease_until = 0 \
+     failed_at = NULL, lease_owner = NULL, lease_until = 0, \
+     requested_at = CASE WHEN requested_at < $8 THEN $8 ELSE requested_at END \
      WHERE user_id = $1 AND image_id = $2 RETURNING requested_at";
 
 const UPSERT_STORED: &str = "INSERT INTO hosted_images \

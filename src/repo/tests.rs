@@ -112,7 +112,7 @@ async fn hand_out_then_store() {
         let at = repo
             .mark_stored(&meta(&key("u", 1), 42, 2_500), Some((64, 48)))
             .await;
-        assert_eq!(at.unwrap(), Some(2_000));
+        assert_eq!(at.unwrap(), Some(2_500), "being stored counts as a request");
         let r = repo.get(&key("u", 1)).await.unwrap().unwrap();
         assert_eq!(r.state, ImageState::Stored);
         assert_eq!(

@@ -20,6 +20,7 @@ struct State {
     fail_first: HashMap<String, (usize, u16)>,
     slow: HashMap<String, Duration>,
     truncate: HashMap<String, usize>,
+    pause: HashMap<String, Duration>,
     redirect: HashMap<String, String>,
 }
 
@@ -127,6 +128,12 @@ impl FileHost {
             .insert(norm(path), n_bytes);
     }
 
+    /// Sends the headers and half the body of `path`, waits `pause`, then
+    /// sends the rest: a download that is in flight for that long.
+    pub fn pause_mid_body(&self, path: &str, pause: Duration) {
+        self.state.lock().unwrap().pause.insert(norm(path), pause);
+    }
+
     /// `path` answers `302 Found` with `Location: location`.
     pub fn redirect(&self, path: &str, location: &str) {
         self.state
@@ -143,6 +150,7 @@ impl FileHost {
         st.fail_first.remove(&p);
         st.slow.remove(&p);
         st.truncate.remove(&p);
+        st.pause.remove(&p);
         st.redirect.remove(&p);
     }
 }
@@ -150,7 +158,7 @@ impl FileHost {
 enum Plan {
     Status(u16, &'static str),
     Redirect(String),
-    File(Bytes, String, Option<usize>),
+    File(Bytes, String, Option<usize>, Option<Duration>),
 }
 
 async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Body> {
@@ -182,7 +190,12 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Bo
         } else if let Some(loc) = st.redirect.get(&path) {
             Plan::Redirect(loc.clone())
         } else if let Some((bytes, ct)) = st.files.get(&path) {
-            Plan::File(bytes.clone(), ct.clone(), st.truncate.get(&path).copied())
+            Plan::File(
+                bytes.clone(),
+                ct.clone(),
+                st.truncate.get(&path).copied(),
+                st.pause.get(&path).copied(),
+            )
         } else {
             Plan::Status(404, "not found\n")
         };
@@ -200,7 +213,7 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Bo
             .header("location", loc)
             .body(full(Bytes::new()))
             .expect("response"),
-        Plan::File(bytes, ct, truncate) => {
+        Plan::File(bytes, ct, truncate, pause) => {
             let mut b = Response::builder()
                 .status(200)
                 .header("content-length", bytes.len().to_string());
@@ -215,6 +228,17 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Bo
                     let tail = futures::stream::once(async {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         Err(std::io::Error::other("truncated by test"))
+                    });
+                    BodyExt::boxed(StreamBody::new(head.chain(tail)))
+                }
+                None if pause.is_some() && !is_head => {
+                    let pause = pause.unwrap_or_default();
+                    let half = bytes.len() / 2;
+                    let (first, rest) = (bytes.slice(..half), bytes.slice(half..));
+                    let head = futures::stream::once(async move { Ok(Frame::data(first)) });
+                    let tail = futures::stream::once(async move {
+                        tokio::time::sleep(pause).await;
+                        Ok(Frame::data(rest))
                     });
                     BodyExt::boxed(StreamBody::new(head.chain(tail)))
                 }

@@ -414,3 +414,40 @@ async fn a_body_that_is_not_json_is_sent_unchanged() {
     );
     assert_eq!(s.host.hits("/pbxt/nj/out-0.png"), 0, "nothing downloaded");
 }
+
+/// Finding 10: the number of sources per response was unbounded (and their
+/// dedupe quadratic). Past IMAGE_MAX_SOURCES_PER_RESPONSE distinct sources,
+/// the rest keep their URLs and are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_10_sources_past_the_cap_keep_their_urls() {
+    let s = stands(&[("IMAGE_MAX_SOURCES_PER_RESPONSE", "3")]).await;
+    let srcs: Vec<String> = (0..5)
+        .map(|i| {
+            s.host.add_url(
+                &format!("/cap/{i}.png"),
+                fixtures::unique_png(1000 + i),
+                "image/png",
+            )
+        })
+        .collect();
+    // The first source twice: duplicates count once.
+    let mut output = vec![srcs[0].clone()];
+    output.extend(srcs.iter().cloned());
+    answer_json(&s.api, &json!({ "output": output }).to_string());
+    let r = generate(&s.proxy, "{}", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let out = r.json()["output"].clone();
+    for i in [0, 1, 2, 3] {
+        hosted(&out[i], &s.proxy.base(), "anonymous", "png");
+    }
+    assert_eq!(out[0], out[1], "one source, one hosted URL");
+    assert_eq!(out[4], srcs[3].as_str(), "past the cap: kept");
+    assert_eq!(out[5], srcs[4].as_str(), "past the cap: kept");
+    assert_eq!(
+        s.proxy
+            .metric(r#"permaproxy_rewritten_urls_total{result="over_cap"}"#)
+            .await,
+        2.0
+    );
+    assert_eq!(s.host.hits("/cap/3.png") + s.host.hits("/cap/4.png"), 0);
+}

@@ -345,3 +345,115 @@ async fn a_delete_racing_requests_leaves_nothing_behind() {
     assert_eq!(stats_totals(&s.proxy).await, (0, 0));
     assert_eq!(s.proxy.metric("permaproxy_stored_images").await, 0.0);
 }
+
+/// Finding 3: a user deleted while one of their downloads was in flight came
+/// back: the download finished, stored the image and served it again. The
+/// store step now finds the row gone and removes what it wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_03_a_user_deleted_during_a_download_stays_deleted() {
+    let s = stands(&[("IMAGE_PERSIST_MODE", "background")]).await;
+    let storage = s.proxy.storage_path().to_path_buf();
+    let bytes = fixtures::unique_png(300);
+    let src = s
+        .host
+        .add_url("/pbxt/slow-del.png", bytes.clone(), "image/png");
+    s.host
+        .slow("/pbxt/slow-del.png", std::time::Duration::from_secs(2));
+    s.api.set_generate_json(&json!({ "output": [src] }));
+    let r = fetch(
+        client()
+            .post(s.proxy.url(GEN))
+            .header("content-type", "application/json")
+            .header("x-user-id", "zoe")
+            .body("{}"),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let url = r.json()["output"][0].as_str().unwrap().to_string();
+    let img = Img {
+        hosted: parse_hosted(&url).expect("hosted while pending"),
+        bytes,
+        content_type: "image/png".into(),
+    };
+    // The download is running (the source answers after 2 s): delete now.
+    assert!(
+        wait_until(secs(10), || async {
+            s.host.hits("/pbxt/slow-del.png") == 1
+        })
+        .await
+    );
+    assert_eq!(admin_delete(&s.proxy, "/admin/users/zoe").await, 204);
+    // Wait for the download to end, then nothing of zoe may remain.
+    let ended = wait_until(secs(20), || async {
+        s.proxy
+            .metric(r#"permaproxy_downloads_total{outcome="ok"}"#)
+            .await
+            >= 1.0
+    })
+    .await;
+    assert!(ended, "the download never finished");
+    let settled = wait_until(secs(10), || async { files_of(&storage, &img).is_empty() }).await;
+    assert!(
+        settled,
+        "zoe's image came back: {:?}",
+        files_of(&storage, &img)
+    );
+    assert_gone(&get(&s.proxy, &img).await, "after the delete");
+    assert!(s.proxy.log_text().contains("deleted while it downloaded"));
+    let listed = admin_json(&s.proxy, "/admin/users/zoe/images").await;
+    assert_eq!(listed["images"], json!([]), "{listed}");
+}
+
+/// Finding 7: the failed list was never pruned and `/admin/failed` was one
+/// unbounded page. Failures now age out (IMAGE_FAILED_RETENTION_DAYS), are
+/// capped (IMAGE_FAILED_MAX), and are listed a page at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_07_failures_are_capped_and_paged() {
+    let s = stands(&[
+        ("IMAGE_PERSIST_MODE", "background"),
+        ("IMAGE_FAILED_MAX", "3"),
+    ])
+    .await;
+    let srcs: Vec<String> = (0..5)
+        .map(|i| s.host.url(&format!("/pbxt/missing-{i}.png")))
+        .collect();
+    s.api.set_generate_json(&json!({ "output": srcs }));
+    let r = fetch(
+        client()
+            .post(s.proxy.url(GEN))
+            .header("content-type", "application/json")
+            .header("x-user-id", "fay")
+            .body("{}"),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let all_failed = wait_until(secs(20), || async {
+        admin_json(&s.proxy, "/admin/stats").await["failed"] == 5
+    })
+    .await;
+    assert!(all_failed, "{}", admin_json(&s.proxy, "/admin/stats").await);
+    // Pages of two: 2 + 2 + 1, each failure once.
+    let mut seen = Vec::new();
+    let mut path = "/admin/failed?limit=2".to_string();
+    loop {
+        let page = admin_json(&s.proxy, &path).await;
+        let items = page["failed"].as_array().unwrap().clone();
+        assert!(items.len() <= 2, "{page}");
+        for f in &items {
+            assert_eq!(f["reason"], "source answered 404", "{f}");
+            seen.push(f["id"].as_str().unwrap().to_string());
+        }
+        match page["next"].as_str() {
+            Some(next) => path = format!("/admin/failed?limit=2&cursor={next}"),
+            None => break,
+        }
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    // A cleanup forgets all but the newest three.
+    let done = admin_cleanup(&s.proxy, false).await;
+    assert_eq!(done["failed_forgotten"], 2, "{done}");
+    assert_eq!(admin_json(&s.proxy, "/admin/stats").await["failed"], 3);
+    assert_eq!(s.proxy.metric("permaproxy_failed_downloads").await, 3.0);
+}

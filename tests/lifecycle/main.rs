@@ -6,7 +6,8 @@
 //! One test binary (`cargo test --test lifecycle`), split by topic:
 //! - `rules`: per-user limit, retention, disk cap;
 //! - `admin`: deletes (cached, by user), auth, listing, stats, metadata;
-//! - `persistence`: restarts, a lost index, `permaproxy cleanup [--dry-run]`.
+//! - `persistence`: restarts, a lost database and `reindex`, `permaproxy cleanup [--dry-run]`;
+//! - `upgrade`: the first start on a store the previous release wrote.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -14,6 +15,7 @@ mod common;
 mod admin;
 mod persistence;
 mod rules;
+mod upgrade;
 
 use common::*;
 use serde_json::{json, Value};

@@ -184,3 +184,83 @@ async fn disk_cap_deletes_the_least_recently_requested_across_users() {
     let again = admin_cleanup(&s.proxy, false).await;
     assert_eq!(again["deleted"], serde_json::json!([]), "{again}");
 }
+
+/// Generates once as `user` with every `(name, bytes)` as a source of one
+/// response; returns the images handed out, in order.
+async fn one_response(s: &Stands, user: &str, images: &[(&str, Vec<u8>)]) -> Vec<Img> {
+    let srcs: Vec<String> = images
+        .iter()
+        .map(|(name, bytes)| {
+            s.host
+                .add_url(&format!("/pbxt/{name}"), bytes.clone(), "image/png")
+        })
+        .collect();
+    s.api
+        .set_generate_json(&serde_json::json!({ "output": srcs }));
+    let r = fetch(
+        client()
+            .post(s.proxy.url(GEN))
+            .header("content-type", "application/json")
+            .header("x-user-id", user)
+            .body("{}"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "generate: {}", r.text());
+    let out = r.json()["output"].clone();
+    images
+        .iter()
+        .enumerate()
+        .map(|(i, (_, bytes))| {
+            let url = out[i].as_str().expect("a URL");
+            Img {
+                hosted: parse_hosted(url).unwrap_or_else(|| panic!("not hosted: {url}")),
+                bytes: bytes.clone(),
+                content_type: "image/png".into(),
+            }
+        })
+        .collect()
+}
+
+/// Finding 4: one response carrying more images than the per-user limit
+/// evicted its own earlier images, so it handed out URLs that 404 moments
+/// later. The rule: an image handed out counts as requested at that moment,
+/// and enforcement never deletes images handed out in the same response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_04_a_response_larger_than_the_limit_keeps_all_its_images() {
+    let s = stands(&[("IMAGE_PER_USER_LIMIT", "2")]).await;
+    let old = store_png(&s, "una", "old.png", &fixtures::unique_png(400)).await;
+    let batch: Vec<(String, Vec<u8>)> = (0..4)
+        .map(|i| (format!("batch-{i}.png"), fixtures::unique_png(401 + i)))
+        .collect();
+    let refs: Vec<(&str, Vec<u8>)> = batch.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    let imgs = one_response(&s, "una", &refs).await;
+    for (name, _) in &batch {
+        s.host.expire(&format!("/pbxt/{name}"));
+    }
+    for img in &imgs {
+        assert_served(
+            &get(&s.proxy, img).await,
+            img,
+            "an image of the large response",
+        );
+    }
+    assert_gone(&get(&s.proxy, &old).await, "the older image makes room");
+}
+
+/// Finding 4, second half: an image already stored and handed out again
+/// counts as requested then, so the limit evicts the others first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_04_an_image_handed_out_again_counts_as_requested() {
+    let s = stands(&[("IMAGE_PER_USER_LIMIT", "2")]).await;
+    let a_bytes = fixtures::unique_png(410);
+    let a = store_png(&s, "vic", "again-a.png", &a_bytes).await;
+    let b = store_png(&s, "vic", "again-b.png", &fixtures::unique_png(411)).await;
+    // Studio API hands A out again (a list or poll response): the source
+    // is expired, but the stored image is what the URL points at.
+    let again = one_response(&s, "vic", &[("again-a.png", a_bytes)]).await;
+    assert_eq!(again[0].hosted.path, a.hosted.path, "the same hosted URL");
+    let c = store_png(&s, "vic", "again-c.png", &fixtures::unique_png(412)).await;
+    assert_gone(&get(&s.proxy, &b).await, "B, the least recently handed out");
+    assert_served(&get(&s.proxy, &a).await, &a, "A was handed out after B");
+    assert_served(&get(&s.proxy, &c).await, &c, "C");
+}

@@ -181,3 +181,59 @@ async fn a_finally_failed_image_gets_a_json_error_a_metric_and_an_admin_record()
     }
     assert_eq!(s.host.hits("/ff/out-0.png"), 2, "not retried after restart");
 }
+
+/// Finding 13: an image handed out in on_first_hit mode that nobody asked
+/// for before its source expired was lost. By IMAGE_FIRST_HIT_DEADLINE_SECS
+/// it is downloaded anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_13_on_first_hit_downloads_unrequested_images_by_the_deadline() {
+    let s = stands(&[
+        ("IMAGE_PERSIST_MODE", "on_first_hit"),
+        ("IMAGE_FIRST_HIT_DEADLINE_SECS", "2"),
+        // Due rows are looked for every sixth of the lease: once a second.
+        ("IMAGE_PENDING_LEASE_SECS", "6"),
+    ])
+    .await;
+    let img = fixtures::unique_png(1301);
+    let src = s.host.add_url("/dl/out-0.png", img.clone(), "image/png");
+    let out = generate_outputs(&s, std::slice::from_ref(&src)).await;
+    let h = hosted(&out[0]);
+    assert_eq!(s.host.hits("/dl/out-0.png"), 0, "lazy at first");
+    let storage = s.proxy.storage_path();
+    assert!(
+        wait_until(secs(20), || async { is_stored(storage, &h.image_id) }).await,
+        "never downloaded by its deadline"
+    );
+    // The source expires; nobody had asked, and the image is still there.
+    s.host.expire("/dl/out-0.png");
+    assert_serves(
+        &get_hosted(&s.proxy, &h).await,
+        &img,
+        "after the source expired",
+    );
+    assert_eq!(s.host.hits("/dl/out-0.png"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_first_hit_deadline_stays_purely_lazy() {
+    let s = stands(&[
+        ("IMAGE_PERSIST_MODE", "on_first_hit"),
+        ("IMAGE_FIRST_HIT_DEADLINE_SECS", "0"),
+        ("IMAGE_PENDING_LEASE_SECS", "6"),
+    ])
+    .await;
+    let src = s
+        .host
+        .add_url("/lazy/out-0.png", fixtures::unique_png(1302), "image/png");
+    let out = generate_outputs(&s, std::slice::from_ref(&src)).await;
+    hosted(&out[0]);
+    // Three takeover passes go by without a download.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(s.host.hits("/lazy/out-0.png"), 0);
+    assert!(
+        s.proxy
+            .log_text()
+            .contains("IMAGE_FIRST_HIT_DEADLINE_SECS=0"),
+        "a start-up warning"
+    );
+}

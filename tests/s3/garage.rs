@@ -190,6 +190,25 @@ impl Garage {
         }
     }
 
+    /// Multipart uploads begun and neither completed nor aborted, as
+    /// `garage bucket info` counts them.
+    pub async fn unfinished_uploads(&self) -> u64 {
+        let bin = garage_binary().expect("garage binary");
+        let out = tokio::process::Command::new(bin)
+            .arg("-c")
+            .arg(self.var("GARAGE_CONFIG"))
+            .args(["bucket", "info", self.var("S3_BUCKET")])
+            .output()
+            .await
+            .expect("garage bucket info");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "garage bucket info: {text}");
+        text.lines()
+            .find_map(|l| l.strip_prefix("Unfinished uploads:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map_or(0, |n| n.parse().unwrap_or(0))
+    }
+
     pub async fn delete(&self, key: &str) {
         self.bucket()
             .delete(&path(key))

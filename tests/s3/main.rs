@@ -11,11 +11,13 @@
 //! - `lifecycle`: the per-user limit on S3, cleanup on another replica with
 //!   shared access times;
 //! - `migrate`: `permaproxy migrate --to s3` from a disk store;
-//! - `outage`: the bucket stopped and started again.
+//! - `outage`: the bucket stopped and started again;
+//! - `faults`: an upload cut mid-part, a dry run beside a live replica.
 
 #[path = "../common/mod.rs"]
 mod common;
 
+mod faults;
 mod garage;
 mod lifecycle;
 mod migrate;

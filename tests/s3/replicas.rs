@@ -313,3 +313,77 @@ async fn virtual_hosted_addressing_names_the_bucket_in_the_host() {
     let other = w.replica(&more).await;
     assert_serves(&get(&other, &img, &[]).await, &img, "second replica");
 }
+
+/// Issue 12: a replica killed while its downloads are pending (slow
+/// sources) leaves leases that run out; another replica claims the rows and
+/// finishes them, with no request asking. Every hosted URL the dead replica
+/// handed out then serves the right bytes from the survivor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_replicas_pending_downloads_are_finished_by_another() {
+    let w = World::new().await;
+    let lease = [
+        ("IMAGE_PERSIST_MODE", "background"),
+        ("IMAGE_PENDING_LEASE_SECS", "6"),
+    ];
+    let mut a = w.replica(&lease).await;
+    let b = w.replica(&lease).await;
+    let imgs: Vec<(String, Vec<u8>)> = (0..3)
+        .map(|i| {
+            (
+                format!("/pbxt/dying-{i}.png"),
+                fixtures::large_png(150_000, 700 + i),
+            )
+        })
+        .collect();
+    let srcs: Vec<String> = imgs
+        .iter()
+        .map(|(p, bytes)| {
+            w.host.pause_mid_body(p, Duration::from_secs(30));
+            w.host.add_url(p, bytes.clone(), "image/png")
+        })
+        .collect();
+    w.api.set_generate_json(&json!({ "output": srcs }));
+    let g = generate(&a, "kai").await;
+    assert_eq!(g.status, 200, "{}", g.text());
+    let hosted: Vec<Hosted> = (0..3)
+        .map(|i| parse_hosted(g.json()["output"][i].as_str().unwrap()).expect("handed out"))
+        .collect();
+    // A is downloading all three (its staging files exist): kill it.
+    let staging = a.storage_path().join("~staging");
+    let busy = wait_until(secs(15), || async { files_under(&staging).len() == 3 }).await;
+    assert!(busy, "A never started its downloads");
+    a.kill9();
+    let died = std::time::Instant::now();
+    for (p, _) in &imgs {
+        w.host.clear_faults(p);
+    }
+    // No request: B's takeover loop alone must store them.
+    let done = wait_until(secs(60), || async {
+        let db = w.db().await;
+        let mut stored = 0;
+        for h in &hosted {
+            if db
+                .row(&h.user, &h.image_id)
+                .await
+                .is_some_and(|r| r.0 == "stored")
+            {
+                stored += 1;
+            }
+        }
+        db.close().await;
+        stored == hosted.len()
+    })
+    .await;
+    assert!(done, "B did not finish A's pending downloads");
+    eprintln!(
+        "takeover: A's downloads finished by B {:.1} s after A died (lease 6 s)",
+        died.elapsed().as_secs_f64()
+    );
+    for ((p, bytes), h) in imgs.iter().zip(&hosted) {
+        w.host.expire(p);
+        let r = fetch(client().get(b.url(&h.path))).await;
+        assert_eq!(r.status, 200, "{}: {}", h.path, r.text());
+        assert_same_bytes(&r.body, bytes, &h.path);
+        assert!(w.host.hits(p) >= 2, "{p}: B downloaded it again");
+    }
+}
