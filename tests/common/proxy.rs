@@ -198,16 +198,21 @@ impl Proxy {
     async fn wait_healthy(&mut self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         let url = format!("{}/healthz", self.admin());
+        // Pingora starts its services one after another: the admin listener
+        // can answer before the public one accepts, so wait for both.
+        let public = format!("{}/__permaproxy/healthz", self.base());
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     return Err(format!("process exited early with {status}"));
                 }
             }
-            if let Ok(resp) = self.client.get(&url).send().await {
-                if resp.status().as_u16() == 200 {
-                    return Ok(());
-                }
+            let ok = |r: reqwest::Result<reqwest::Response>| {
+                r.is_ok_and(|resp| resp.status().as_u16() == 200)
+            };
+            if ok(self.client.get(&url).send().await) && ok(self.client.get(&public).send().await)
+            {
+                return Ok(());
             }
             if Instant::now() >= deadline {
                 return Err(format!("GET {url} not 200 within {timeout:?}"));
