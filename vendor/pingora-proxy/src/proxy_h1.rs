@@ -324,6 +324,17 @@ where
                 },
 
                 body = rx.recv(), if !request_done => {
+                    // An upgrade request's own (empty) body ends before the
+                    // tunnel exists, but its end can reach this loop after
+                    // the 101 was read. It is not the end of the tunnel:
+                    // skip it, or both directions would be marked done and
+                    // the connection torn down (cloudflare/pingora#946).
+                    if client_session.was_upgraded()
+                        && matches!(&body, Some(HttpTask::Body(data, true))
+                            if data.as_ref().is_none_or(|d| d.is_empty()))
+                    {
+                        continue;
+                    }
                     match send_body_to1(client_session, body).await {
                         Ok(send_done) => {
                             request_done = send_done;
