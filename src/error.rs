@@ -37,6 +37,8 @@ pub enum ApiError {
     StorageUnavailable(String),
     #[error("unauthorized")]
     Unauthorized,
+    #[error("webhook refused: {0}")]
+    WebhookRejected(&'static str),
     #[error("admin API disabled: set ADMIN_TOKEN to enable it")]
     AdminDisabled,
     #[error("internal error")]
@@ -65,6 +67,7 @@ impl ApiError {
             ApiError::UpstreamTimeout => 504,
             ApiError::StorageUnavailable(_) => 503,
             ApiError::Unauthorized => 401,
+            ApiError::WebhookRejected(_) => 401,
             ApiError::AdminDisabled => 403,
             ApiError::Internal(_) => 500,
         }
@@ -85,6 +88,7 @@ impl ApiError {
             ApiError::UpstreamTimeout => "upstream_timeout",
             ApiError::StorageUnavailable(_) => "storage_unavailable",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::WebhookRejected(_) => "webhook_rejected",
             ApiError::AdminDisabled => "admin_disabled",
             ApiError::Internal(_) => "internal",
         }

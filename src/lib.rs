@@ -37,6 +37,8 @@ pub mod repo;
 pub mod rewrite;
 pub mod serve;
 pub mod server;
+pub mod signing;
 pub mod sources;
 pub mod store;
 pub mod userid;
+pub mod webhook;

@@ -31,6 +31,8 @@ pub struct Metrics {
     pub cleanup_deleted: IntCounterVec,
     pub user_id_missing: IntCounter,
     pub rewrite_failures: IntCounterVec,
+    pub webhooks: IntCounterVec,
+    pub webhook_anonymous: IntCounter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -58,7 +60,7 @@ fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
 }
 
 /// The `route` label values documented in README.
-const ROUTES: [&str; 3] = ["hosted", "rewrite", "passthrough"];
+const ROUTES: [&str; 4] = ["hosted", "rewrite", "passthrough", "webhook"];
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -111,6 +113,8 @@ impl Metrics {
             storage_free_bytes: gauge(&r, "permaproxy_storage_free_bytes", "Free bytes on the storage volume"),
             cleanup_deleted: counter_vec(&r, "permaproxy_cleanup_deleted_total", "Images deleted by lifecycle rules, by reason", &["reason"]),
             user_id_missing: counter(&r, "permaproxy_user_id_missing_total", "Rewrite responses left unhosted because no trusted user id was found"),
+            webhooks: counter_vec(&r, "permaproxy_webhooks_total", "Replicate webhooks on capture routes, by outcome (captured, unverified, rejected, duplicate)", &["outcome"]),
+            webhook_anonymous: counter(&r, "permaproxy_webhook_anonymous_total", "Captured webhooks whose user was neither learned from the prediction nor given in the URL"),
             rewrite_failures: counter_vec(&r, "permaproxy_rewrite_failures_total", "Rewrite-route responses sent unchanged because the rewrite failed, by reason (decode, not_json, panic, injected)", &["reason"]),
             registry: r,
         };
@@ -133,6 +137,9 @@ impl Metrics {
         }
         for outcome in ["ok", "retry", "failed", "rejected"] {
             self.downloads.with_label_values(&[outcome]);
+        }
+        for outcome in ["captured", "unverified", "rejected", "duplicate"] {
+            self.webhooks.with_label_values(&[outcome]);
         }
         for reason in ["decode", "not_json", "panic"] {
             self.rewrite_failures.with_label_values(&[reason]);

@@ -30,6 +30,8 @@ pub struct Scan {
     pub found: Vec<Found>,
     /// A top-level `id` string: Replicate's prediction id.
     pub prediction_id: Option<String>,
+    /// A top-level `status` string: the prediction's state.
+    pub prediction_status: Option<String>,
     object_keys: Vec<Vec<String>>,
 }
 
@@ -63,18 +65,32 @@ enum Frame {
     Array,
 }
 
-/// Finds every string value in `body` that the matcher calls a source.
-pub fn scan(body: &[u8], matcher: &SourceMatcher) -> Result<Scan, NotJson> {
+/// One string value of the body (never a member name), as the walk meets it.
+struct Value<'a> {
+    start: usize,
+    end: usize,
+    /// The raw token, quotes included.
+    token: &'a [u8],
+    /// The member it is the value of, if it sits in an object.
+    member: Option<&'a str>,
+    object: Option<usize>,
+    /// 1 for the top-level object's members.
+    depth: usize,
+}
+
+/// Walks every string of `body`, calling `on_value` for each value, and
+/// returns the member names of every object (by object index).
+fn walk(body: &[u8], mut on_value: impl FnMut(Value<'_>)) -> Result<Vec<Vec<String>>, NotJson> {
     serde_json::from_slice::<serde::de::IgnoredAny>(body).map_err(|_| NotJson)?;
-    let mut out = Scan::default();
+    let mut object_keys: Vec<Vec<String>> = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
     let mut i = 0;
     while i < body.len() {
         match body[i] {
             b'{' => {
-                out.object_keys.push(Vec::new());
+                object_keys.push(Vec::new());
                 stack.push(Frame::Object {
-                    index: out.object_keys.len() - 1,
+                    index: object_keys.len() - 1,
                     expect_key: true,
                     key: None,
                 });
@@ -90,7 +106,7 @@ pub fn scan(body: &[u8], matcher: &SourceMatcher) -> Result<Scan, NotJson> {
             }
             b'"' => {
                 let end = string_end(body, i).ok_or(NotJson)?;
-                on_string(body, i, end, &mut stack, &mut out, matcher)?;
+                on_string(body, i, end, &mut stack, &mut object_keys, &mut on_value);
                 i = end;
                 continue;
             }
@@ -98,7 +114,7 @@ pub fn scan(body: &[u8], matcher: &SourceMatcher) -> Result<Scan, NotJson> {
         }
         i += 1;
     }
-    Ok(out)
+    Ok(object_keys)
 }
 
 fn on_string(
@@ -106,9 +122,9 @@ fn on_string(
     start: usize,
     end: usize,
     stack: &mut [Frame],
-    out: &mut Scan,
-    matcher: &SourceMatcher,
-) -> Result<(), NotJson> {
+    object_keys: &mut [Vec<String>],
+    on_value: &mut impl FnMut(Value<'_>),
+) {
     let depth = stack.len();
     let token = &body[start..end];
     match stack.last_mut() {
@@ -121,7 +137,7 @@ fn on_string(
             // as "\ud800") is legal JSON; it cannot be one of the names we
             // look for, so it must not stop the rewrite of the whole body.
             let name: String = serde_json::from_slice(token).unwrap_or_default();
-            out.object_keys[*index].push(name.clone());
+            object_keys[*index].push(name.clone());
             *key = Some(name);
             *expect_key = false;
         }
@@ -130,30 +146,104 @@ fn on_string(
                 Some(Frame::Object { index, key, .. }) => (key.as_deref(), Some(*index)),
                 _ => (None, None),
             };
-            if depth == 1 && member == Some("id") {
-                out.prediction_id = serde_json::from_slice(token).ok();
-            }
-            if !looks_like_source(token) {
-                return Ok(());
-            }
-            // Likewise a value with a lone surrogate is user text, not a URL:
-            // skip it instead of failing the whole scan.
-            let Ok(value) = serde_json::from_slice::<String>(token) else {
-                return Ok(());
-            };
-            if let Some(source) = matcher.classify(&value) {
-                out.found.push(Found {
-                    start,
-                    end,
+            on_value(Value {
+                start,
+                end,
+                token,
+                member,
+                object,
+                depth,
+            });
+        }
+    }
+}
+
+/// Finds every string value in `body` that the matcher calls a source, and
+/// the top-level `id` and `status` (Replicate's prediction id and state).
+pub fn scan(body: &[u8], matcher: &SourceMatcher) -> Result<Scan, NotJson> {
+    let mut found = Vec::new();
+    let mut prediction_id = None;
+    let mut prediction_status = None;
+    let object_keys = walk(body, |v| {
+        if v.depth == 1 && v.member == Some("id") {
+            prediction_id = serde_json::from_slice(v.token).ok();
+        }
+        if v.depth == 1 && v.member == Some("status") {
+            prediction_status = serde_json::from_slice(v.token).ok();
+        }
+        if !looks_like_source(v.token) {
+            return;
+        }
+        // Likewise a value with a lone surrogate is user text, not a URL:
+        // skip it instead of failing the whole scan.
+        let Ok(value) = serde_json::from_slice::<String>(v.token) else {
+            return;
+        };
+        if let Some(source) = matcher.classify(&value) {
+            found.push(Found {
+                start: v.start,
+                end: v.end,
+                value,
+                source,
+                url_member: v.member == Some("url"),
+                object: v.object,
+            });
+        }
+    })?;
+    Ok(Scan {
+        found,
+        prediction_id,
+        prediction_status,
+        object_keys,
+    })
+}
+
+/// A string value of a body and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span {
+    pub start: usize,
+    pub end: usize,
+    pub value: String,
+}
+
+/// Every string value whose raw token holds `needle` (a cheap byte test; a
+/// needle without `/` or `\` survives any JSON escaping) and whose decoded
+/// text `keep` accepts.
+pub fn find_strings(
+    body: &[u8],
+    needle: &[u8],
+    keep: impl Fn(&str) -> bool,
+) -> Result<Vec<Span>, NotJson> {
+    let mut out = Vec::new();
+    walk(body, |v| {
+        if memchr::memmem::find(v.token, needle).is_none() {
+            return;
+        }
+        if let Ok(value) = serde_json::from_slice::<String>(v.token) {
+            if keep(&value) {
+                out.push(Span {
+                    start: v.start,
+                    end: v.end,
                     value,
-                    source,
-                    url_member: member == Some("url"),
-                    object,
                 });
             }
         }
+    })?;
+    Ok(out)
+}
+
+/// `body` with each span's string token replaced by a JSON string holding
+/// the new text; every other byte is kept. Spans must be in body order.
+pub fn replace_spans(body: &[u8], spans: &[(Span, String)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + spans.len() * 64);
+    let mut copied = 0;
+    for (span, text) in spans {
+        out.extend_from_slice(&body[copied..span.start]);
+        push_json_string(&mut out, text);
+        copied = span.end;
     }
-    Ok(())
+    out.extend_from_slice(&body[copied..]);
+    out
 }
 
 /// Cheap pre-check on the raw token so most strings are never decoded. A

@@ -99,6 +99,9 @@ fn warn_about_setup(cfg: &Config) {
     {
         tracing::warn!("S3 storage with the embedded SQLite database: run one replica only; several replicas on one bucket need DATABASE_URL=postgres://…");
     }
+    if !cfg.webhook.paths.is_empty() && cfg.webhook.secret.is_none() {
+        tracing::warn!("IMAGE_WEBHOOK_PATHS without REPLICATE_WEBHOOK_SECRET: webhooks are captured without verification (sources are still limited to REPLICATE_HOSTS)");
+    }
     if cfg.persist.mode == crate::config::PersistMode::OnFirstHit
         && cfg.persist.first_hit_deadline.is_none()
     {

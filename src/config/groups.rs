@@ -32,6 +32,24 @@ pub struct RewriteConfig {
     pub max_sources: usize,
 }
 
+/// Webhook capture: where Replicate's webhooks arrive, and how they are
+/// trusted.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub paths: Vec<PathPattern>,
+    pub secret: Option<crate::webhook::WebhookSecret>,
+    pub tolerance_secs: u64,
+    pub reject_invalid: bool,
+    pub user_param: Option<String>,
+    pub rewrite: bool,
+}
+
+impl WebhookConfig {
+    pub fn matches(&self, path: &str) -> bool {
+        self.paths.iter().any(|p| p.matches(path))
+    }
+}
+
 /// When bytes are stored relative to the response, and how pending
 /// downloads survive a crash.
 #[derive(Debug, Clone)]
@@ -266,5 +284,23 @@ pub(super) fn database(raw: &Raw, storage: &StorageConfig) -> Result<DatabaseCon
     Ok(DatabaseConfig {
         url,
         max_connections: raw.positive::<u32>("DATABASE_MAX_CONNECTIONS")?,
+    })
+}
+
+pub(super) fn webhook(raw: &Raw) -> Result<WebhookConfig, ConfigError> {
+    let secret = match raw.optional("REPLICATE_WEBHOOK_SECRET") {
+        None => None,
+        Some(s) => Some(
+            crate::webhook::WebhookSecret::parse(&s)
+                .map_err(|m| ConfigError::new("REPLICATE_WEBHOOK_SECRET", m))?,
+        ),
+    };
+    Ok(WebhookConfig {
+        paths: parse::path_patterns("IMAGE_WEBHOOK_PATHS", raw.get("IMAGE_WEBHOOK_PATHS"))?,
+        secret,
+        tolerance_secs: raw.positive::<u64>("REPLICATE_WEBHOOK_TOLERANCE_SECS")?,
+        reject_invalid: raw.bool("REPLICATE_WEBHOOK_REJECT_INVALID")?,
+        user_param: raw.optional("IMAGE_WEBHOOK_USER_PARAM"),
+        rewrite: raw.bool("IMAGE_WEBHOOK_REWRITE")?,
     })
 }

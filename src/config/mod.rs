@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::userid::{JwtSettings, UserIdPolicy, UserIdSource};
 pub use groups::{
     DatabaseConfig, DownloadConfig, LifecycleConfig, PersistConfig, PersistMode, RateConfig,
-    RewriteConfig, S3Config, StorageBackend, StorageConfig,
+    RewriteConfig, S3Config, StorageBackend, StorageConfig, WebhookConfig,
 };
 pub use parse::PathPattern;
 use parse::Raw;
@@ -60,6 +60,7 @@ pub struct Config {
     pub worker_threads: usize,
     pub hosting_enabled: bool,
     pub rewrite: RewriteConfig,
+    pub webhook: WebhookConfig,
     pub user_id: UserIdPolicy,
     pub persist: PersistConfig,
     pub storage: StorageConfig,
@@ -122,6 +123,7 @@ impl Config {
             },
             hosting_enabled: raw.bool("IMAGE_HOSTING_ENABLED")?,
             rewrite: groups::rewrite(&raw)?,
+            webhook: groups::webhook(&raw)?,
             user_id: parse_user_id(&raw)?,
             persist: groups::persist(&raw)?,
             storage,

@@ -16,6 +16,10 @@ use crate::metrics;
 use crate::repo::{Cursor, ImageRecord, ImageState, Repo};
 use crate::store::Store;
 
+/// How long whose a prediction is, and which webhook deliveries were seen,
+/// are remembered: Replicate's outputs live an hour, its retries minutes.
+const WEBHOOK_MEMORY_MS: u64 = 7 * 24 * 3600 * 1000;
+
 /// Rows read per page while walking the table for a cleanup plan.
 const PAGE: u32 = 500;
 
@@ -111,6 +115,8 @@ pub async fn run_cleanup(
     let lc = &cfg.lifecycle;
     let before = now_ms().saturating_sub(crate::clock::ms(lc.failed_max_age));
     report.failed_forgotten = repo.prune_failed(before, lc.failed_keep).await?;
+    repo.prune_webhooks(now_ms().saturating_sub(WEBHOOK_MEMORY_MS))
+        .await?;
     Ok((report, all_gone))
 }
 

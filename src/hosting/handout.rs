@@ -182,7 +182,7 @@ impl Hosting {
     }
 }
 
-fn replacement(base: &str, meta: &ImageMeta) -> Replacement {
+pub(super) fn replacement(base: &str, meta: &ImageMeta) -> Replacement {
     Replacement {
         hosted_url: format!("{base}{}", meta.key.hosted_path(meta.format)),
         size_bytes: Some(meta.size),
@@ -193,7 +193,12 @@ fn replacement(base: &str, meta: &ImageMeta) -> Replacement {
 /// Before the bytes arrive the format is unknown, so the source URL's
 /// extension is a guess. Serving looks images up by id, so a wrong guess
 /// still serves the right bytes with the right Content-Type.
-fn pending_replacement(base: &str, key: &ImageKey, source: &str, now: u64) -> Replacement {
+pub(super) fn pending_replacement(
+    base: &str,
+    key: &ImageKey,
+    source: &str,
+    now: u64,
+) -> Replacement {
     Replacement {
         hosted_url: format!("{base}{}", key.hosted_path(guess_format(source))),
         size_bytes: None,

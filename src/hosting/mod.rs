@@ -19,6 +19,7 @@ mod lookup;
 mod maintenance;
 mod queries;
 mod upgrade;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,7 @@ pub use cleanup::{cleanup_plan, run_cleanup, CleanupReport};
 pub use download::SharedResult;
 pub use lookup::Lookup;
 pub use upgrade::{import_legacy, reindex, ImportError, ReindexReport};
+pub use webhooks::Capture;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum HostError {

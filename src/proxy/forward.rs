@@ -33,6 +33,9 @@ pub enum Mode {
     Rewrite,
     /// A pass-through route forwarded here only for its request framing.
     Plain,
+    /// A webhook route: the request body is captured (and maybe rewritten)
+    /// on its way up; the answer goes down untouched.
+    Webhook,
 }
 
 pub struct Forwarder {
@@ -122,7 +125,21 @@ pub async fn exchange(
         let head = read_body_head(session, BODY_BUFFER_LIMIT).await?;
         let captured = head.bytes.slice(..head.bytes.len().min(BODY_CAPTURE_LIMIT));
         let resp = if head.complete {
-            builder.body(head.bytes).send().await
+            let mut builder = builder;
+            let mut body = head.bytes;
+            if mode == Mode::Webhook {
+                let fwd =
+                    super::webhooks::process(app, &req.uri, &req.headers, body, request_id).await?;
+                if let Some(sig) = fwd.signature.and_then(|s| HeaderValue::from_str(&s).ok()) {
+                    // `headers` replaces the client's value; `header` would
+                    // send both.
+                    let mut replace = HeaderMap::new();
+                    replace.insert("webhook-signature", sig);
+                    builder = builder.headers(replace);
+                }
+                body = fwd.body;
+            }
+            builder.body(body).send().await
         } else {
             send_streaming(builder, session, head.bytes).await?
         };
@@ -141,7 +158,7 @@ pub async fn exchange(
     })?;
     match mode {
         Mode::Rewrite => respond(app, session, &req.headers, &captured, resp, request_id).await,
-        Mode::Plain => {
+        Mode::Plain | Mode::Webhook => {
             let status = resp.status().as_u16();
             let mut headers = resp.headers().clone();
             strip_hop_by_hop(&mut headers);

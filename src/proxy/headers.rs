@@ -57,8 +57,12 @@ pub fn upstream_request_headers(
 ) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(req.len() + 3);
     for (name, value) in req {
+        // Content-Length is the framing of the body this hop sends, which
+        // the client may not share (a rewritten webhook, a chunked body
+        // read whole): the HTTP client sets it from the body it sends.
         let skip = HOP_BY_HOP.contains(&name.as_str())
             || name == "host"
+            || name == "content-length"
             || (for_rewrite && name == "accept-encoding");
         if !skip {
             headers.append(name.clone(), value.clone());
@@ -206,10 +210,17 @@ mod tests {
             ("x-multi", "one"),
             ("x-multi", "two"),
             ("authorization", "Bearer t"),
+            ("content-length", "12"),
         ]);
         let ip: IpAddr = "10.0.0.7".parse().unwrap();
         let plain = upstream_request_headers(&req, Some(ip), false);
-        for gone in ["host", "connection", "transfer-encoding", "upgrade"] {
+        for gone in [
+            "host",
+            "connection",
+            "transfer-encoding",
+            "upgrade",
+            "content-length",
+        ] {
             assert!(!plain.contains_key(gone), "{gone}");
         }
         assert_eq!(plain.get_all("x-multi").iter().count(), 2);

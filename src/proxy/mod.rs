@@ -7,6 +7,7 @@ pub mod headers;
 pub mod hosted;
 pub mod respond;
 mod rewriting;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,6 +39,7 @@ pub static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 pub enum Route {
     Hosted,
     Rewrite,
+    Webhook,
     Passthrough,
     Health,
 }
@@ -47,6 +49,7 @@ impl Route {
         match self {
             Route::Hosted => "hosted",
             Route::Rewrite => "rewrite",
+            Route::Webhook => "webhook",
             Route::Passthrough => "passthrough",
             Route::Health => "health",
         }
@@ -168,6 +171,12 @@ impl ProxyHttp for App {
         // the route.
         let mode = if session.is_upgrade_req() {
             None
+        } else if self.cfg.hosting_enabled
+            && self.cfg.webhook.matches(path)
+            && session.req_header().method == http::Method::POST
+        {
+            ctx.route = Route::Webhook;
+            Some(Mode::Webhook)
         } else if self.cfg.is_rewrite_path(path) {
             ctx.route = Route::Rewrite;
             Some(Mode::Rewrite)

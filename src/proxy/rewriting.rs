@@ -103,14 +103,6 @@ async fn rewrite_body(
         None | Some("") | Some("identity") => raw.to_vec(),
         Some(enc) => decode(enc, raw, app.cfg.rewrite.max_body).ok_or(RewriteFailure::Decode)?,
     };
-    if !rewrite::may_contain_sources(&decoded, app.cfg.rewrite.sources.needles()) {
-        return Ok(None);
-    }
-    let scan =
-        rewrite::scan(&decoded, &app.cfg.rewrite.sources).map_err(|_| RewriteFailure::NotJson)?;
-    if scan.found.is_empty() {
-        return Ok(None);
-    }
     let body_json: Option<serde_json::Map<String, serde_json::Value>> =
         if app.cfg.user_id.needs_request_body() {
             serde_json::from_slice(req_body).ok()
@@ -122,6 +114,15 @@ async fn rewrite_body(
         request_body: body_json.as_ref(),
         response_headers: resp_headers,
     };
+    remember_starting_prediction(app, &decoded, &facts).await;
+    if !rewrite::may_contain_sources(&decoded, app.cfg.rewrite.sources.needles()) {
+        return Ok(None);
+    }
+    let scan =
+        rewrite::scan(&decoded, &app.cfg.rewrite.sources).map_err(|_| RewriteFailure::NotJson)?;
+    if scan.found.is_empty() {
+        return Ok(None);
+    }
     let Some(user) = app.cfg.user_id.resolve(&facts) else {
         metrics::get().user_id_missing.inc();
         metrics::get()
@@ -158,6 +159,39 @@ async fn rewrite_body(
         .with_label_values(&["kept"])
         .inc_by(kept as u64);
     Ok(Some(rewrite::apply(&decoded, &scan, &replacements)))
+}
+
+/// A prediction this response shows starting (or still processing) is
+/// remembered with the request's user: its webhook, later, names no user.
+/// Only with webhook capture on, and only bodies that say so are parsed.
+async fn remember_starting_prediction(app: &App, body: &[u8], facts: &Facts<'_>) {
+    #[derive(serde::Deserialize)]
+    struct Prediction {
+        id: Option<String>,
+        status: Option<String>,
+    }
+    if app.cfg.webhook.paths.is_empty() {
+        return;
+    }
+    let marked = [&b"\"starting\""[..], b"\"processing\""]
+        .iter()
+        .any(|m| memchr::memmem::find(body, m).is_some());
+    if !marked {
+        return;
+    }
+    let Ok(Prediction {
+        id: Some(id),
+        status: Some(status),
+    }) = serde_json::from_slice::<Prediction>(body)
+    else {
+        return;
+    };
+    if !matches!(status.as_str(), "starting" | "processing") {
+        return;
+    }
+    if let Some(user) = app.cfg.user_id.resolve(facts) {
+        app.hosting.record_prediction(&id, &user).await;
+    }
 }
 
 /// Decodes a compressed body, refusing anything that inflates past `max`

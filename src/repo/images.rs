@@ -65,24 +65,8 @@ const RECORD_HIT: &str = "UPDATE hosted_images SET \
 
 impl SqlRepo {
     pub(super) async fn hand_out_rows(&self, b: &HandOut) -> Result<Vec<ImageRecord>, RepoError> {
-        let sql = format!("{HAND_OUT}{COLUMNS}");
         let mut tx = self.begin().await?;
-        let mut out = Vec::with_capacity(b.images.len());
-        for img in &b.images {
-            let row = sqlx::query(&sql)
-                .bind(img.key.user.as_str())
-                .bind(img.key.id.as_str())
-                .bind(img.format.ext())
-                .bind(img.source_url.as_str())
-                .bind(b.prediction_id.as_deref())
-                .bind(to_db(b.now))
-                .bind(to_db(b.due_at))
-                .bind(b.owner.as_deref())
-                .bind(to_db(if b.owner.is_some() { b.lease_until } else { 0 }))
-                .fetch_one(&mut *tx)
-                .await?;
-            out.push(row::record(&row)?);
-        }
+        let out = hand_out_in(&mut tx, b).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -242,4 +226,29 @@ async fn dequeue(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// The rows of one hand-out, inside the caller's transaction.
+pub(super) async fn hand_out_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    b: &HandOut,
+) -> Result<Vec<ImageRecord>, RepoError> {
+    let sql = format!("{HAND_OUT}{COLUMNS}");
+    let mut out = Vec::with_capacity(b.images.len());
+    for img in &b.images {
+        let row = sqlx::query(&sql)
+            .bind(img.key.user.as_str())
+            .bind(img.key.id.as_str())
+            .bind(img.format.ext())
+            .bind(img.source_url.as_str())
+            .bind(b.prediction_id.as_deref())
+            .bind(to_db(b.now))
+            .bind(to_db(b.due_at))
+            .bind(b.owner.as_deref())
+            .bind(to_db(if b.owner.is_some() { b.lease_until } else { 0 }))
+            .fetch_one(&mut **tx)
+            .await?;
+        out.push(row::record(&row)?);
+    }
+    Ok(out)
 }

@@ -14,6 +14,7 @@ mod leases;
 mod queries;
 mod row;
 mod sql;
+mod webhooks;
 
 use std::collections::HashSet;
 
@@ -276,6 +277,27 @@ pub trait Repo: Send + Sync {
 
     async fn totals(&self) -> Result<Totals, RepoError>;
     async fn top_users(&self, n: u32) -> Result<Vec<UserTotal>, RepoError>;
+
+    /// Remembers whose a prediction is (first writer wins).
+    async fn record_prediction(
+        &self,
+        prediction_id: &str,
+        user: &UserId,
+        now: u64,
+    ) -> Result<(), RepoError>;
+
+    async fn prediction_user(&self, prediction_id: &str) -> Result<Option<UserId>, RepoError>;
+
+    /// Records a webhook delivery and hands out its images in one
+    /// transaction; `None` when `webhook_id` was captured before.
+    async fn capture_webhook(
+        &self,
+        webhook_id: Option<&str>,
+        batch: &HandOut,
+    ) -> Result<Option<Vec<ImageRecord>>, RepoError>;
+
+    /// Forgets predictions and webhook deliveries older than `before`.
+    async fn prune_webhooks(&self, before: u64) -> Result<u64, RepoError>;
 
     async fn meta_get(&self, name: &str) -> Result<Option<String>, RepoError>;
     async fn meta_set(&self, name: &str, value: &str) -> Result<(), RepoError>;

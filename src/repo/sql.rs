@@ -264,6 +264,31 @@ impl Repo for SqlRepo {
         self.top_user_totals(n).await
     }
 
+    async fn record_prediction(
+        &self,
+        prediction_id: &str,
+        user: &UserId,
+        now: u64,
+    ) -> Result<(), RepoError> {
+        self.record_prediction_row(prediction_id, user, now).await
+    }
+
+    async fn prediction_user(&self, prediction_id: &str) -> Result<Option<UserId>, RepoError> {
+        self.prediction_user_row(prediction_id).await
+    }
+
+    async fn capture_webhook(
+        &self,
+        webhook_id: Option<&str>,
+        batch: &HandOut,
+    ) -> Result<Option<Vec<ImageRecord>>, RepoError> {
+        self.capture_webhook_rows(webhook_id, batch).await
+    }
+
+    async fn prune_webhooks(&self, before: u64) -> Result<u64, RepoError> {
+        self.prune_webhook_rows(before).await
+    }
+
     async fn meta_get(&self, name: &str) -> Result<Option<String>, RepoError> {
         self.meta_value(name).await
     }
