@@ -39,6 +39,12 @@ pub enum ApiError {
     Unauthorized,
     #[error("webhook refused: {0}")]
     WebhookRejected(&'static str),
+    #[error("this URL needs a valid signature")]
+    SignatureRequired,
+    #[error("the URL's signature is not valid")]
+    SignatureInvalid,
+    #[error("the signed URL has expired")]
+    UrlExpired,
     #[error("admin API disabled: set ADMIN_TOKEN to enable it")]
     AdminDisabled,
     #[error("internal error")]
@@ -68,6 +74,8 @@ impl ApiError {
             ApiError::StorageUnavailable(_) => 503,
             ApiError::Unauthorized => 401,
             ApiError::WebhookRejected(_) => 401,
+            ApiError::SignatureRequired | ApiError::SignatureInvalid => 403,
+            ApiError::UrlExpired => 410,
             ApiError::AdminDisabled => 403,
             ApiError::Internal(_) => 500,
         }
@@ -89,6 +97,9 @@ impl ApiError {
             ApiError::StorageUnavailable(_) => "storage_unavailable",
             ApiError::Unauthorized => "unauthorized",
             ApiError::WebhookRejected(_) => "webhook_rejected",
+            ApiError::SignatureRequired => "signature_required",
+            ApiError::SignatureInvalid => "signature_invalid",
+            ApiError::UrlExpired => "url_expired",
             ApiError::AdminDisabled => "admin_disabled",
             ApiError::Internal(_) => "internal",
         }

@@ -188,6 +188,7 @@ mod tests {
             source_url: None,
             prediction_id: None,
             created_at: 1_700_000_000_000,
+            private: false,
         }
     }
 

@@ -146,6 +146,25 @@ impl Signer {
     }
 }
 
+/// The URL this proxy hands out for `path`: signed when the configuration
+/// says so, with `exp` = now + IMAGE_URL_TTL_SECS when a TTL is set.
+pub fn hosted_url(
+    cfg: &crate::config::SigningConfig,
+    base: &str,
+    path: &str,
+    params: &[String],
+    now_secs: u64,
+) -> String {
+    match &cfg.signer {
+        Some(signer) if cfg.mode != crate::config::SigningMode::Off => {
+            let exp = cfg.ttl.map(|ttl| now_secs + ttl.as_secs());
+            format!("{base}{path}?{}", signer.sign(path, params, exp))
+        }
+        _ if params.is_empty() => format!("{base}{path}"),
+        _ => format!("{base}{path}?{}", params.join("&")),
+    }
+}
+
 /// What is signed: the path, plus the query before `sig` when there is one.
 fn message(path: &str, signed_query: &str) -> String {
     if signed_query.is_empty() {

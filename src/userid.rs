@@ -189,6 +189,24 @@ impl UserIdPolicy {
             .any(|s| matches!(s, UserIdSource::Body(_)))
     }
 
+    /// The id from a trusted source only (a response header Studio API set,
+    /// or a verified token): what re-signing URLs on the way out needs, so
+    /// a client cannot get someone else's URLs signed by naming them.
+    pub fn resolve_trusted(&self, facts: &Facts) -> Option<UserId> {
+        self.sources
+            .iter()
+            .filter(|s| s.is_trusted())
+            .find_map(|s| {
+                let raw = match s {
+                    UserIdSource::ResponseHeader(n) => header(facts.response_headers, n),
+                    UserIdSource::Jwt(claim) => self.jwt_claim(facts.request_headers, claim),
+                    _ => None,
+                };
+                raw.filter(|r| !r.trim().is_empty())
+                    .map(|r| UserId::sanitize(r.trim()))
+            })
+    }
+
     /// The first source that yields an id wins. `None` only when ids are
     /// required and no source yielded one: then nothing is hosted.
     pub fn resolve(&self, facts: &Facts) -> Option<UserId> {

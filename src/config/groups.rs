@@ -32,6 +32,31 @@ pub struct RewriteConfig {
     pub max_sources: usize,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigningMode {
+    Off,
+    Sign,
+    Required,
+}
+
+/// Signed hosted URLs (issue 15).
+#[derive(Debug, Clone)]
+pub struct SigningConfig {
+    pub mode: SigningMode,
+    /// Present whenever the mode is not `off`.
+    pub signer: Option<crate::signing::Signer>,
+    /// `None`: signatures without `exp`.
+    pub ttl: Option<Duration>,
+    pub resign_paths: Vec<PathPattern>,
+    pub private_users: std::collections::HashSet<crate::ids::UserId>,
+}
+
+impl SigningConfig {
+    pub fn is_resign_path(&self, path: &str) -> bool {
+        self.mode != SigningMode::Off && self.resign_paths.iter().any(|p| p.matches(path))
+    }
+}
+
 /// Webhook capture: where Replicate's webhooks arrive, and how they are
 /// trusted.
 #[derive(Debug, Clone)]
@@ -302,5 +327,55 @@ pub(super) fn webhook(raw: &Raw) -> Result<WebhookConfig, ConfigError> {
         reject_invalid: raw.bool("REPLICATE_WEBHOOK_REJECT_INVALID")?,
         user_param: raw.optional("IMAGE_WEBHOOK_USER_PARAM"),
         rewrite: raw.bool("IMAGE_WEBHOOK_REWRITE")?,
+    })
+}
+
+pub(super) fn signing(raw: &Raw) -> Result<SigningConfig, ConfigError> {
+    let mode = match raw.get("IMAGE_URL_SIGNING") {
+        "off" => SigningMode::Off,
+        "sign" => SigningMode::Sign,
+        "required" => SigningMode::Required,
+        other => {
+            return Err(ConfigError::new(
+                "IMAGE_URL_SIGNING",
+                format!("{other:?} is not one of off, sign, required"),
+            ))
+        }
+    };
+    let signer = match raw.optional("IMAGE_SIGNING_KEYS") {
+        Some(keys) => Some(
+            crate::signing::Signer::parse(&keys)
+                .map_err(|m| ConfigError::new("IMAGE_SIGNING_KEYS", m))?,
+        ),
+        None if mode != SigningMode::Off => {
+            return Err(ConfigError::new(
+                "IMAGE_SIGNING_KEYS",
+                "IMAGE_URL_SIGNING=sign or required needs at least one key",
+            ))
+        }
+        None => None,
+    };
+    let private_users: std::collections::HashSet<crate::ids::UserId> = raw
+        .get("IMAGE_PRIVATE_USERS")
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(crate::ids::UserId::sanitize)
+        .collect();
+    if !private_users.is_empty() && mode == SigningMode::Off {
+        return Err(ConfigError::new(
+            "IMAGE_PRIVATE_USERS",
+            "private images need IMAGE_URL_SIGNING=sign or required",
+        ));
+    }
+    Ok(SigningConfig {
+        mode,
+        signer: signer.filter(|_| mode != SigningMode::Off),
+        ttl: match raw.parse::<u64>("IMAGE_URL_TTL_SECS")? {
+            0 => None,
+            n => Some(Duration::from_secs(n)),
+        },
+        resign_paths: parse::path_patterns("IMAGE_RESIGN_PATHS", raw.get("IMAGE_RESIGN_PATHS"))?,
+        private_users,
     })
 }

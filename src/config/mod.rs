@@ -13,7 +13,8 @@ use std::time::Duration;
 use crate::userid::{JwtSettings, UserIdPolicy, UserIdSource};
 pub use groups::{
     DatabaseConfig, DownloadConfig, LifecycleConfig, PersistConfig, PersistMode, RateConfig,
-    RewriteConfig, S3Config, StorageBackend, StorageConfig, WebhookConfig,
+    RewriteConfig, S3Config, SigningConfig, SigningMode, StorageBackend, StorageConfig,
+    WebhookConfig,
 };
 pub use parse::PathPattern;
 use parse::Raw;
@@ -61,6 +62,7 @@ pub struct Config {
     pub hosting_enabled: bool,
     pub rewrite: RewriteConfig,
     pub webhook: WebhookConfig,
+    pub signing: SigningConfig,
     pub user_id: UserIdPolicy,
     pub persist: PersistConfig,
     pub storage: StorageConfig,
@@ -124,6 +126,7 @@ impl Config {
             hosting_enabled: raw.bool("IMAGE_HOSTING_ENABLED")?,
             rewrite: groups::rewrite(&raw)?,
             webhook: groups::webhook(&raw)?,
+            signing: groups::signing(&raw)?,
             user_id: parse_user_id(&raw)?,
             persist: groups::persist(&raw)?,
             storage,

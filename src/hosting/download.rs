@@ -90,6 +90,7 @@ impl Hosting {
             source_url: (!job.is_data()).then(|| job.source.clone()),
             prediction_id: job.prediction_id.clone(),
             created_at: now_ms(),
+            private: false,
         };
         self.store
             .put(&downloaded.staged, &meta)

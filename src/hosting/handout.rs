@@ -10,7 +10,7 @@ use futures::FutureExt;
 use super::download::Job;
 use super::Hosting;
 use crate::clock::{ms, now_ms, rfc3339};
-use crate::config::PersistMode;
+use crate::config::{PersistMode, SigningConfig};
 use crate::ids::{ImageId, ImageKey, UserId};
 use crate::image_format::Format;
 use crate::metrics;
@@ -47,6 +47,10 @@ impl Hosting {
                 (v, s, key)
             })
             .collect();
+        let urls = Urls {
+            base,
+            signing: &self.cfg.signing,
+        };
         let rows = self.commit_rows(&keyed, &prediction_id, now).await;
         let mut out = HashMap::new();
         let mut waits = Vec::new();
@@ -57,13 +61,13 @@ impl Hosting {
                 prediction_id: prediction_id.clone(),
                 handed_out_at: now,
             };
-            match self.plan_one(&source, rows.get(&value), job, base) {
+            match self.plan_one(&source, rows.get(&value), job, &urls) {
                 Plan::Ready(r) => {
                     out.insert(value, r);
                 }
                 Plan::Wait(job) => waits.push((value, job.key.clone(), self.ensure(job))),
                 Plan::HandOutPending(key) => {
-                    out.insert(value.clone(), pending_replacement(base, &key, &value, now));
+                    out.insert(value.clone(), pending_replacement(&urls, &key, &value, now));
                 }
                 Plan::Keep => {}
             }
@@ -73,13 +77,13 @@ impl Hosting {
         for (value, key, fut) in waits {
             match fut.now_or_never() {
                 Some(Ok(meta)) => {
-                    out.insert(value, replacement(base, &meta));
+                    out.insert(value, replacement(&urls, &meta));
                 }
                 Some(Err(_)) => {}
                 // Still downloading after the timeout: the row is committed,
                 // so the hosted URL will work; hand it out.
                 None if rows.contains_key(&value) => {
-                    out.insert(value.clone(), pending_replacement(base, &key, &value, now));
+                    out.insert(value.clone(), pending_replacement(&urls, &key, &value, now));
                 }
                 None => {}
             }
@@ -96,7 +100,7 @@ impl Hosting {
         source: &Source,
         row: Option<&ImageRecord>,
         job: Job,
-        base: &str,
+        urls: &Urls,
     ) -> Plan {
         if matches!(source, Source::Data) {
             // Its bytes are the source: stored before its URL leaves.
@@ -106,7 +110,7 @@ impl Hosting {
             return Plan::Keep;
         };
         if let Some(meta) = row.stored_meta() {
-            return Plan::Ready(replacement(base, &meta));
+            return Plan::Ready(replacement(urls, &meta));
         }
         debug_assert_eq!(row.state, ImageState::Pending);
         match self.cfg.persist.mode {
@@ -182,9 +186,22 @@ impl Hosting {
     }
 }
 
-pub(super) fn replacement(base: &str, meta: &ImageMeta) -> Replacement {
+/// Where hosted URLs are made: the base, and the signing settings.
+pub struct Urls<'a> {
+    pub base: &'a str,
+    pub signing: &'a SigningConfig,
+}
+
+impl Urls<'_> {
+    fn hosted(&self, key: &ImageKey, format: Format, now: u64) -> String {
+        let path = key.hosted_path(format);
+        crate::signing::hosted_url(self.signing, self.base, &path, &[], now / 1000)
+    }
+}
+
+pub(super) fn replacement(urls: &Urls, meta: &ImageMeta) -> Replacement {
     Replacement {
-        hosted_url: format!("{base}{}", meta.key.hosted_path(meta.format)),
+        hosted_url: urls.hosted(&meta.key, meta.format, now_ms()),
         size_bytes: Some(meta.size),
         hosted_at: rfc3339(meta.created_at),
     }
@@ -194,13 +211,13 @@ pub(super) fn replacement(base: &str, meta: &ImageMeta) -> Replacement {
 /// extension is a guess. Serving looks images up by id, so a wrong guess
 /// still serves the right bytes with the right Content-Type.
 pub(super) fn pending_replacement(
-    base: &str,
+    urls: &Urls,
     key: &ImageKey,
     source: &str,
     now: u64,
 ) -> Replacement {
     Replacement {
-        hosted_url: format!("{base}{}", key.hosted_path(guess_format(source))),
+        hosted_url: urls.hosted(key, guess_format(source), now),
         size_bytes: None,
         hosted_at: rfc3339(now),
     }

@@ -87,7 +87,7 @@ impl Hosting {
     }
 
     /// Drops from memory every image whose row is gone (deleted by another
-    /// replica, or by `permaproxy cleanup`). One indexed query per couple of
+    /// replica, or by `permaproxy cleanup`) or whose private flag changed. One indexed query per couple of
     /// hundred cached images; the bucket is never asked.
     pub async fn drop_deleted_from_memory(&self) {
         let keys = self.cache.keys();
@@ -96,8 +96,17 @@ impl Hosting {
         }
         match self.repo.existing(&keys).await {
             Ok(alive) => {
-                for k in keys.iter().filter(|k| !alive.contains(k)) {
-                    self.cache.invalidate(k).await;
+                for k in &keys {
+                    // Gone, or made private (or public) elsewhere: the next
+                    // request reads the row again.
+                    let stale = match (alive.get(k), self.cache.get(k).await) {
+                        (Some(private), Some(hit)) => hit.meta.private != *private,
+                        (None, _) => true,
+                        (Some(_), None) => false,
+                    };
+                    if stale {
+                        self.cache.invalidate(k).await;
+                    }
                 }
             }
             Err(e) => {

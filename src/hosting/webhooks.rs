@@ -93,6 +93,10 @@ impl Hosting {
                 return Capture::Failed;
             }
         };
+        let urls = super::handout::Urls {
+            base,
+            signing: &self.cfg.signing,
+        };
         let mut out = HashMap::new();
         for (value, source, key) in keyed {
             let job = Job {
@@ -106,8 +110,8 @@ impl Hosting {
             let stored = rows.iter().find(|r| r.key == key);
             if matches!(source, Source::Url(_)) {
                 let r = match stored.and_then(|r| r.stored_meta()) {
-                    Some(meta) => super::handout::replacement(base, &meta),
-                    None => pending_replacement(base, &key, &value, now),
+                    Some(meta) => super::handout::replacement(&urls, &meta),
+                    None => pending_replacement(&urls, &key, &value, now),
                 };
                 out.insert(value.clone(), r);
             }

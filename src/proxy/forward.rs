@@ -157,7 +157,15 @@ pub async fn exchange(
         }
     })?;
     match mode {
-        Mode::Rewrite => respond(app, session, &req.headers, &captured, resp, request_id).await,
+        Mode::Rewrite => {
+            let r = Exchange {
+                path: req.uri.path(),
+                req_headers: &req.headers,
+                req_body: &captured,
+                request_id,
+            };
+            respond(app, session, &r, resp).await
+        }
         Mode::Plain | Mode::Webhook => {
             let status = resp.status().as_u16();
             let mut headers = resp.headers().clone();
@@ -209,14 +217,16 @@ async fn send_streaming(
     }
 }
 
-async fn respond(
-    app: &App,
-    session: &mut Session,
-    req_headers: &HeaderMap,
-    req_body: &[u8],
-    mut resp: reqwest::Response,
-    request_id: &str,
-) {
+/// The request a rewrite-route answer belongs to.
+pub struct Exchange<'a> {
+    pub path: &'a str,
+    pub req_headers: &'a HeaderMap,
+    pub req_body: &'a [u8],
+    pub request_id: &'a str,
+}
+
+async fn respond(app: &App, session: &mut Session, x: &Exchange<'_>, mut resp: reqwest::Response) {
+    let request_id = x.request_id;
     let status = resp.status();
     let mut headers = resp.headers().clone();
     strip_hop_by_hop(&mut headers);
@@ -244,15 +254,7 @@ async fn respond(
         stream_through(app, session, status.as_u16(), headers, resp, buffered).await;
         return;
     }
-    let body = super::rewriting::guarded_rewrite(
-        app,
-        req_headers,
-        req_body,
-        &headers,
-        &buffered,
-        request_id,
-    )
-    .await;
+    let body = super::rewriting::guarded_rewrite(app, x, &headers, &buffered).await;
     let body = match body {
         Some(new_body) => {
             headers.remove("content-encoding");

@@ -6,7 +6,7 @@ use futures::StreamExt;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
-use super::{respond, App, Ctx};
+use super::{access, respond, App, Ctx};
 use crate::cache::CachedImage;
 use crate::error::ApiError;
 use crate::hosting::Lookup;
@@ -39,7 +39,10 @@ async fn serve_inner(app: &App, session: &mut Session, ctx: &mut Ctx) -> Result<
         return Err(ApiError::MethodNotAllowed);
     }
     check_rate(app, session)?;
-    let (key, _ext) = parse_hosted_path(session.req_header().uri.path())?;
+    let uri = &session.req_header().uri;
+    let (key, _ext) = parse_hosted_path(uri.path())?;
+    let now = crate::clock::now_ms() / 1000;
+    let grant = access::check(&app.cfg.signing, &key, uri.path(), uri.query(), now)?;
     let h = &app.hosting;
     let (tier, body) = match h.open_image(&key).await {
         Lookup::Memory(img) => ("memory", Body::Memory(img)),
@@ -62,13 +65,14 @@ async fn serve_inner(app: &App, session: &mut Session, ctx: &mut Ctx) -> Result<
         Lookup::StoreDown(reason) => return Err(ApiError::StorageUnavailable(reason)),
         Lookup::Missing => return Err(ApiError::ImageNotFound),
     };
+    grant.allows(&app.cfg.signing, body.meta().private)?;
     ctx.tier = Some(tier);
     metrics::get()
         .hosted_requests
         .with_label_values(&[tier])
         .inc();
     h.record_request(&key);
-    write_image(app, session, body).await
+    write_image(app, session, body, grant.cache_control(now)).await
 }
 
 fn check_rate(app: &App, session: &Session) -> Result<(), ApiError> {
@@ -120,7 +124,13 @@ async fn load(app: &App, meta: std::sync::Arc<ImageMeta>) -> Result<Body, ApiErr
     }
 }
 
-async fn write_image(app: &App, session: &mut Session, body: Body) -> Result<(), ApiError> {
+/// `cache_control`: set when a signed URL's expiry limits caching.
+async fn write_image(
+    app: &App,
+    session: &mut Session,
+    body: Body,
+    cache_control: Option<String>,
+) -> Result<(), ApiError> {
     let meta = std::sync::Arc::clone(body.meta());
     let req = session.req_header();
     let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
@@ -151,6 +161,10 @@ async fn write_image(app: &App, session: &mut Session, body: Body) -> Result<(),
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     for (k, v) in serve::headers(&meta, &plan) {
         resp.insert_header(k, v)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+    }
+    if let Some(cc) = cache_control {
+        resp.insert_header("cache-control", cc)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
     }
     if session

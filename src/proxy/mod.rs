@@ -2,9 +2,11 @@
 //! by [`hosted`], rewrite routes by [`crate::forward`], and everything else
 //! is proxied by Pingora itself, untouched.
 
+pub mod access;
 pub mod forward;
 pub mod headers;
 pub mod hosted;
+mod resign;
 pub mod respond;
 mod rewriting;
 mod webhooks;
@@ -177,7 +179,7 @@ impl ProxyHttp for App {
         {
             ctx.route = Route::Webhook;
             Some(Mode::Webhook)
-        } else if self.cfg.is_rewrite_path(path) {
+        } else if self.cfg.is_rewrite_path(path) || self.cfg.signing.is_resign_path(path) {
             ctx.route = Route::Rewrite;
             Some(Mode::Rewrite)
         } else if session

@@ -8,6 +8,7 @@ use std::io::Read;
 use bytes::Bytes;
 use http::HeaderMap;
 
+use super::forward::Exchange;
 use super::headers::public_base;
 use super::App;
 use crate::metrics;
@@ -53,17 +54,15 @@ fn fault(name: &str) -> bool {
 /// never a reset or a 5xx. Counted and logged with the request id.
 pub async fn guarded_rewrite(
     app: &App,
-    req_headers: &HeaderMap,
-    req_body: &[u8],
+    x: &Exchange<'_>,
     resp_headers: &HeaderMap,
     raw: &Bytes,
-    request_id: &str,
 ) -> Option<Vec<u8>> {
+    let request_id = x.request_id;
     use futures::FutureExt;
-    let attempt =
-        std::panic::AssertUnwindSafe(rewrite_body(app, req_headers, req_body, resp_headers, raw))
-            .catch_unwind()
-            .await;
+    let attempt = std::panic::AssertUnwindSafe(rewrite_body(app, x, resp_headers, raw))
+        .catch_unwind()
+        .await;
     let failure = match attempt {
         Ok(Ok(body)) => return body,
         Ok(Err(f)) => f,
@@ -81,11 +80,12 @@ pub async fn guarded_rewrite(
     None
 }
 
-/// The rewritten body, `Ok(None)` to send the upstream's bytes unchanged.
+/// The new body, `Ok(None)` to send the upstream's bytes unchanged: sources
+/// hosted on rewrite routes, this proxy's own URLs signed afresh on
+/// re-sign routes.
 async fn rewrite_body(
     app: &App,
-    req_headers: &HeaderMap,
-    req_body: &[u8],
+    x: &Exchange<'_>,
     resp_headers: &HeaderMap,
     raw: &Bytes,
 ) -> Result<Option<Vec<u8>>, RewriteFailure> {
@@ -105,32 +105,61 @@ async fn rewrite_body(
     };
     let body_json: Option<serde_json::Map<String, serde_json::Value>> =
         if app.cfg.user_id.needs_request_body() {
-            serde_json::from_slice(req_body).ok()
+            serde_json::from_slice(x.req_body).ok()
         } else {
             None
         };
     let facts = Facts {
-        request_headers: req_headers,
+        request_headers: x.req_headers,
         request_body: body_json.as_ref(),
         response_headers: resp_headers,
     };
-    remember_starting_prediction(app, &decoded, &facts).await;
-    if !rewrite::may_contain_sources(&decoded, app.cfg.rewrite.sources.needles()) {
+    let base = public_base(app.cfg.public_base_url.as_deref(), x.req_headers);
+    let mut out = None;
+    if app.cfg.is_rewrite_path(x.path) {
+        remember_starting_prediction(app, &decoded, &facts).await;
+        out = host_sources_in(app, &decoded, &facts, &base, encoding.is_some()).await?;
+    }
+    if app.cfg.signing.is_resign_path(x.path) {
+        if let Some(user) = app.cfg.user_id.resolve_trusted(&facts) {
+            let current = out.as_deref().unwrap_or(&decoded);
+            let now = crate::clock::now_ms() / 1000;
+            if let Some(signed) =
+                super::resign::resign(&app.cfg.signing, current, &user, &base, now)
+                    .map_err(|_| RewriteFailure::NotJson)?
+            {
+                out = Some(signed);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The sources of a rewrite-route body, hosted and swapped for their
+/// hosted URLs; `Ok(None)` when nothing changes.
+async fn host_sources_in(
+    app: &App,
+    decoded: &[u8],
+    facts: &Facts<'_>,
+    base: &str,
+    was_encoded: bool,
+) -> Result<Option<Vec<u8>>, RewriteFailure> {
+    if !rewrite::may_contain_sources(decoded, app.cfg.rewrite.sources.needles()) {
         return Ok(None);
     }
     let scan =
-        rewrite::scan(&decoded, &app.cfg.rewrite.sources).map_err(|_| RewriteFailure::NotJson)?;
+        rewrite::scan(decoded, &app.cfg.rewrite.sources).map_err(|_| RewriteFailure::NotJson)?;
     if scan.found.is_empty() {
         return Ok(None);
     }
-    let Some(user) = app.cfg.user_id.resolve(&facts) else {
+    let Some(user) = app.cfg.user_id.resolve(facts) else {
         metrics::get().user_id_missing.inc();
         metrics::get()
             .rewritten_urls
             .with_label_values(&["kept"])
             .inc_by(scan.found.len() as u64);
         tracing::warn!("no trusted user id for this response: original URLs kept");
-        return Ok(encoding.is_some().then_some(decoded));
+        return Ok(was_encoded.then(|| decoded.to_vec()));
     };
     let (sources, over_cap) = rewrite::distinct_sources(&scan, app.cfg.rewrite.max_sources);
     if over_cap > 0 {
@@ -144,10 +173,9 @@ async fn rewrite_body(
             "more sources than IMAGE_MAX_SOURCES_PER_RESPONSE: the rest keep their URLs"
         );
     }
-    let base = public_base(app.cfg.public_base_url.as_deref(), req_headers);
     let replacements = app
         .hosting
-        .host_sources(&user, sources, scan.prediction_id.clone(), &base)
+        .host_sources(&user, sources, scan.prediction_id.clone(), base)
         .await;
     let kept = scan
         .found
@@ -158,7 +186,7 @@ async fn rewrite_body(
         .rewritten_urls
         .with_label_values(&["kept"])
         .inc_by(kept as u64);
-    Ok(Some(rewrite::apply(&decoded, &scan, &replacements)))
+    Ok(Some(rewrite::apply(decoded, &scan, &replacements)))
 }
 
 /// A prediction this response shows starting (or still processing) is

@@ -16,7 +16,7 @@ mod row;
 mod sql;
 mod webhooks;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 
@@ -101,6 +101,7 @@ impl ImageRecord {
             source_url: self.source_url.clone(),
             prediction_id: self.prediction_id.clone(),
             created_at: self.stored_at.unwrap_or(self.created_at),
+            private: self.private,
         })
     }
 }
@@ -241,8 +242,11 @@ pub trait Repo: Send + Sync {
     async fn queued_deletes(&self, limit: u32) -> Result<Vec<String>, RepoError>;
     async fn forget_queued_delete(&self, path: &str) -> Result<(), RepoError>;
 
-    /// Which of `keys` still have a stored row.
-    async fn existing(&self, keys: &[ImageKey]) -> Result<HashSet<ImageKey>, RepoError>;
+    /// Which of `keys` still have a stored row, with their private flag.
+    async fn existing(&self, keys: &[ImageKey]) -> Result<HashMap<ImageKey, bool>, RepoError>;
+
+    /// Marks one image private (or not). `false` when there is no such row.
+    async fn set_private(&self, key: &ImageKey, private: bool) -> Result<bool, RepoError>;
 
     /// Stored rows by last request, newest first, after `after`.
     async fn stored_page(

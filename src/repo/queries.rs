@@ -1,7 +1,7 @@
 //! Reads for the admin API, the cleanup walk and the gauges: every list is
 //! paginated by a keyset, so no query grows with the table.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use sqlx::Row;
 
@@ -51,11 +51,12 @@ impl SqlRepo {
     pub(super) async fn existing_keys(
         &self,
         keys: &[ImageKey],
-    ) -> Result<HashSet<ImageKey>, RepoError> {
-        let mut out = HashSet::new();
+    ) -> Result<HashMap<ImageKey, bool>, RepoError> {
+        let mut out = HashMap::new();
         for chunk in keys.chunks(KEYS_PER_STATEMENT) {
             let sql = format!(
-                "SELECT user_id, image_id FROM hosted_images WHERE state = 'stored' AND {}",
+                "SELECT user_id, image_id, private FROM hosted_images \
+                 WHERE state = 'stored' AND {}",
                 key_list(1, chunk.len())
             );
             let mut q = sqlx::query(&sql);
@@ -63,10 +64,27 @@ impl SqlRepo {
                 q = q.bind(k.user.as_str()).bind(k.id.as_str());
             }
             for r in q.fetch_all(&self.read).await? {
-                out.insert(row::key(&r)?);
+                let private: i64 = r.try_get("private")?;
+                out.insert(row::key(&r)?, private != 0);
             }
         }
         Ok(out)
+    }
+
+    pub(super) async fn set_private_row(
+        &self,
+        key: &ImageKey,
+        private: bool,
+    ) -> Result<bool, RepoError> {
+        let done = sqlx::query(
+            "UPDATE hosted_images SET private = $3 WHERE user_id = $1 AND image_id = $2",
+        )
+        .bind(key.user.as_str())
+        .bind(key.id.as_str())
+        .bind(i64::from(private))
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     pub(super) async fn stored_rows_page(

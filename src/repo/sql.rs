@@ -1,7 +1,7 @@
 //! [`SqlRepo`]: the [`Repo`] on SQLite or Postgres through sqlx's Any
 //! driver. Connecting runs the versioned migrations embedded in the binary.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -214,8 +214,12 @@ impl Repo for SqlRepo {
         self.forget_queued_path(path).await
     }
 
-    async fn existing(&self, keys: &[ImageKey]) -> Result<HashSet<ImageKey>, RepoError> {
+    async fn existing(&self, keys: &[ImageKey]) -> Result<HashMap<ImageKey, bool>, RepoError> {
         self.existing_keys(keys).await
+    }
+
+    async fn set_private(&self, key: &ImageKey, private: bool) -> Result<bool, RepoError> {
+        self.set_private_row(key, private).await
     }
 
     async fn stored_page(

@@ -64,6 +64,7 @@ fn meta(k: &ImageKey, size: u64, at: u64) -> ImageMeta {
         source_url: None,
         prediction_id: None,
         created_at: at,
+        private: false,
     }
 }
 
@@ -340,7 +341,14 @@ async fn pages_walk_every_row_once() {
         assert_eq!(top[0].user, a);
         let keys = vec![key("a", 0), key("a", 99)];
         let alive = repo.existing(&keys).await.unwrap();
-        assert!(alive.contains(&key("a", 0)) && !alive.contains(&key("a", 99)));
+        assert_eq!(alive.get(&key("a", 0)), Some(&false));
+        assert!(!alive.contains_key(&key("a", 99)));
+        assert!(repo.set_private(&key("a", 0), true).await.unwrap());
+        assert!(!repo.set_private(&key("a", 99), true).await.unwrap());
+        assert_eq!(
+            repo.existing(&keys).await.unwrap().get(&key("a", 0)),
+            Some(&true)
+        );
     }
 }
 

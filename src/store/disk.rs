@@ -373,6 +373,7 @@ fn repair(root: &Path, key: &ImageKey, fix: bool) -> Option<ImageMeta> {
         source_url: None,
         prediction_id: None,
         created_at,
+        private: false,
     };
     if !fix {
         return Some(meta);

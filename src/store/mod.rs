@@ -32,6 +32,8 @@ pub struct ImageMeta {
     pub prediction_id: Option<String>,
     /// When the bytes were stored, Unix milliseconds (Last-Modified).
     pub created_at: u64,
+    /// Served only with a valid signature (IMAGE_URL_SIGNING=sign).
+    pub private: bool,
 }
 
 impl ImageMeta {
@@ -188,6 +190,7 @@ impl MetaRecord {
             source_url: self.source_url,
             prediction_id: self.prediction_id,
             created_at: self.created_at,
+            private: false,
         })
     }
 }

@@ -298,6 +298,7 @@ fn meta_from_attributes(a: &Attributes, size: u64) -> Option<ImageMeta> {
         source_url: get("permaproxy-source").map(decode),
         prediction_id: get("permaproxy-prediction").map(decode),
         created_at: get("permaproxy-created")?.parse().ok()?,
+        private: false,
     })
 }
 
@@ -459,6 +460,7 @@ mod tests {
             source_url: Some("https://replicate.delivery/x/out-0.webp?a=1&b=é".into()),
             prediction_id: Some("p 1/2".into()),
             created_at: 1_700_000_000_123,
+            private: false,
         };
         let back = meta_from_attributes(&attributes(&meta), 42).unwrap();
         assert_eq!(back, meta);

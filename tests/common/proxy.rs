@@ -65,6 +65,16 @@ impl ProxyOptions {
         self
     }
 
+    /// Applies a test's overrides on top of a suite's defaults; an empty
+    /// value removes the setting, so a test can opt out of a default.
+    pub fn overrides(mut self, extra: &[(&str, &str)]) -> ProxyOptions {
+        for (k, v) in extra {
+            self = self.env(k, v);
+        }
+        self.env.retain(|(_, v)| !v.is_empty());
+        self
+    }
+
     pub fn storage(mut self, path: &Path) -> ProxyOptions {
         self.storage = Some(path.to_path_buf());
         self

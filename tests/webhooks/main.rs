@@ -102,18 +102,15 @@ pub async fn stands(extra: &[(&str, &str)]) -> Stands {
     let host = FileHost::start().await;
     let api = StudioApi::start().await;
     api.set_response(HOOK, Canned::json(&json!({"ok": true})));
-    let mut opts = ProxyOptions::for_stands(&api, &host)
+    let opts = ProxyOptions::for_stands(&api, &host)
         .env("IMAGE_WEBHOOK_PATHS", &format!("{HOOK}*"))
         .env(
             "IMAGE_REWRITE_PATHS",
             "/v1/images/generate,/v1/predictions/*",
         )
         .env("REPLICATE_WEBHOOK_SECRET", SECRET)
-        .env("IMAGE_WEBHOOK_USER_PARAM", "userId");
-    for (k, v) in extra {
-        opts = opts.env(k, v);
-    }
-    opts.env.retain(|(_, v)| !v.is_empty());
+        .env("IMAGE_WEBHOOK_USER_PARAM", "userId")
+        .overrides(extra);
     Stands {
         host,
         api,
