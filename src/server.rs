@@ -85,6 +85,8 @@ fn flush(hosting: &Hosting) {
     if let Err(e) = hosting.index.flush() {
         tracing::error!(error = %e, "could not write access times");
     }
+    // The access log is written in batches: the last one must not be lost.
+    crate::logging::flush();
 }
 
 /// Pingora sleeps for the whole grace period after SIGTERM. This exits as
