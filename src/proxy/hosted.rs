@@ -138,6 +138,12 @@ async fn load(
     Ok(Body::Memory(img))
 }
 
+/// The most one response writes before it lets the worker's other
+/// connections run: with 100 clients pulling 10 MB each, one fast reader
+/// could otherwise keep a worker to itself for a whole image while the
+/// others wait (p99 4.6-6.7 s against nginx's 1 s; BENCHMARKS.md).
+const WRITE_CHUNK: usize = 256 * 1024;
+
 async fn write_image(app: &App, session: &mut Session, body: Body) -> Result<(), ApiError> {
     let meta = std::sync::Arc::clone(body.meta());
     let req = session.req_header();
@@ -171,29 +177,60 @@ async fn write_image(app: &App, session: &mut Session, body: Body) -> Result<(),
         resp.insert_header(k, v)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
     }
-    if session
-        .write_response_header(Box::new(resp), head_only)
-        .await
-        .is_err()
-        || head_only
-    {
-        return Ok(());
-    }
+    let resp = Box::new(resp);
     let sent = match (body, stream) {
+        _ if head_only => {
+            let _ = session.write_response_header(resp, true).await;
+            0
+        }
         (Body::Memory(img), _) => {
-            let slice = match range {
+            let all = match range {
                 Some(r) => img.bytes.slice(r.start as usize..=r.end as usize),
                 None => img.bytes.clone(),
             };
-            let n = slice.len() as u64;
-            let _ = session.write_response_body(Some(slice), true).await;
-            n
+            write_memory(session, resp, all).await
         }
-        (Body::Stream(meta), Some(stream)) => stream_body(session, &meta, stream).await,
+        (Body::Stream(meta), Some(stream)) => {
+            if session.write_response_header(resp, false).await.is_err() {
+                return Ok(());
+            }
+            stream_body(session, &meta, stream).await
+        }
         (Body::Stream(_), None) => 0,
     };
     metrics::get().hosted_bytes_sent.inc_by(sent);
     Ok(())
+}
+
+/// The header and the first chunk leave in one `writev`; the shared `Bytes`
+/// is written as it is, never copied in user space.
+async fn write_memory(session: &mut Session, resp: Box<ResponseHeader>, all: Bytes) -> u64 {
+    let first = all.slice(..all.len().min(WRITE_CHUNK));
+    let mut sent = first.len();
+    let last = sent == all.len();
+    // Straight to the downstream session: the proxy layer's version would
+    // run downstream modules, and this service has none.
+    let first_write = session
+        .as_downstream_mut()
+        .write_response_header_with_body(resp, first, last)
+        .await;
+    if first_write.is_err() {
+        return 0;
+    }
+    while sent < all.len() {
+        tokio::task::yield_now().await;
+        let chunk = all.slice(sent..all.len().min(sent + WRITE_CHUNK));
+        let n = chunk.len();
+        if session
+            .write_response_body(Some(chunk), sent + n == all.len())
+            .await
+            .is_err()
+        {
+            break;
+        }
+        sent += n;
+    }
+    sent as u64
 }
 
 async fn open_stream(
@@ -230,6 +267,8 @@ async fn stream_body(
                 {
                     return sent;
                 }
+                // Other connections get their turn between chunks.
+                tokio::task::yield_now().await;
             }
             Err(e) => {
                 // Headers are out: cutting the connection is the only honest

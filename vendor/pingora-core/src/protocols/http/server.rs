@@ -222,6 +222,29 @@ impl Session {
         }
     }
 
+    /// Write the response header and the start (or all) of its body together: for HTTP/1
+    /// one `writev` instead of a write each. Other protocols write one after the other.
+    pub async fn write_response_header_with_body(
+        &mut self,
+        resp: Box<ResponseHeader>,
+        body: Bytes,
+        end: bool,
+    ) -> Result<()> {
+        match self {
+            Self::H1(s) => {
+                s.write_response_header_with_body(resp, &body).await?;
+                if end {
+                    s.finish_body().await?;
+                }
+                Ok(())
+            }
+            _ => {
+                self.write_response_header(resp).await?;
+                self.write_response_body(body, end).await
+            }
+        }
+    }
+
     /// Write the response body to client
     pub async fn write_response_body(&mut self, data: Bytes, end: bool) -> Result<()> {
         if data.is_empty() && !end {

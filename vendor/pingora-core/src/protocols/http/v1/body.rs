@@ -1332,6 +1332,22 @@ impl BodyWriter {
         }
     }
 
+    /// The bytes a `Content-Length` body still takes, or `None` in any other mode.
+    pub fn content_length_left(&self) -> Option<usize> {
+        match self.body_mode {
+            BM::ContentLength(total, written) => Some(total.saturating_sub(written)),
+            _ => None,
+        }
+    }
+
+    /// Count `n` bytes of a `Content-Length` body that were written without this writer
+    /// (with sendfile, or together with the header).
+    pub fn note_written(&mut self, n: usize) {
+        if let BM::ContentLength(total, written) = self.body_mode {
+            self.body_mode = BM::ContentLength(total, written + n);
+        }
+    }
+
     pub fn finished(&self) -> bool {
         match self.body_mode {
             BM::Complete(_) => true,
