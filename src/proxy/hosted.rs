@@ -144,6 +144,13 @@ async fn load(
 /// others wait (p99 4.6-6.7 s against nginx's 1 s; BENCHMARKS.md).
 const WRITE_CHUNK: usize = 256 * 1024;
 
+/// Where the body comes from once the headers are decided.
+enum Source {
+    /// A local file, sent by the kernel with sendfile(2): no user-space copy.
+    File(std::fs::File),
+    Stream(crate::store::ByteStream),
+}
+
 async fn write_image(app: &App, session: &mut Session, body: Body) -> Result<(), ApiError> {
     let meta = std::sync::Arc::clone(body.meta());
     let req = session.req_header();
@@ -165,8 +172,8 @@ async fn write_image(app: &App, session: &mut Session, body: Body) -> Result<(),
     };
     // Open the store before any header goes out, so a missing object (say,
     // deleted by another replica) is still an honest 404.
-    let stream = match (&body, head_only) {
-        (Body::Stream(meta), false) => Some(open_stream(app, meta, range).await?),
+    let source = match (&body, head_only) {
+        (Body::Stream(meta), false) => Some(open_source(app, session, meta, range).await?),
         _ => None,
     };
     // No case map: these names are ours and lowercase, and keeping a second
@@ -178,19 +185,18 @@ async fn write_image(app: &App, session: &mut Session, body: Body) -> Result<(),
             .map_err(|e| ApiError::Internal(e.to_string()))?;
     }
     let resp = Box::new(resp);
-    let sent = match (body, stream) {
+    let (start, len) = range.map_or((0, meta.size), |r| (r.start, r.len()));
+    let sent = match (body, source) {
         _ if head_only => {
             let _ = session.write_response_header(resp, true).await;
             0
         }
+        (_, Some(Source::File(file))) => send_file(session, resp, &meta, &file, start, len).await,
         (Body::Memory(img), _) => {
-            let all = match range {
-                Some(r) => img.bytes.slice(r.start as usize..=r.end as usize),
-                None => img.bytes.clone(),
-            };
+            let all = img.bytes.slice(start as usize..(start + len) as usize);
             write_memory(session, resp, all).await
         }
-        (Body::Stream(meta), Some(stream)) => {
+        (Body::Stream(meta), Some(Source::Stream(stream))) => {
             if session.write_response_header(resp, false).await.is_err() {
                 return Ok(());
             }
@@ -233,12 +239,69 @@ async fn write_memory(session: &mut Session, resp: Box<ResponseHeader>, all: Byt
     sent as u64
 }
 
-async fn open_stream(
+/// The body straight from the page cache with sendfile(2), in bounded
+/// chunks with a yield between them, the header riding with the first.
+async fn send_file(
+    session: &mut Session,
+    resp: Box<ResponseHeader>,
+    meta: &ImageMeta,
+    file: &std::fs::File,
+    start: u64,
+    len: u64,
+) -> u64 {
+    let mut sent = 0u64;
+    let mut resp = Some(resp);
+    while sent < len || resp.is_some() {
+        let n = (len - sent).min(WRITE_CHUNK as u64) as usize;
+        let wrote = match resp.take() {
+            Some(resp) => {
+                session
+                    .as_downstream_mut()
+                    .write_response_header_with_file(resp, file, start + sent, n)
+                    .await
+            }
+            None => {
+                tokio::task::yield_now().await;
+                session
+                    .as_downstream_mut()
+                    .write_body_file(file, start + sent, n)
+                    .await
+            }
+        };
+        match wrote {
+            Ok(n) => sent += n as u64,
+            Err(e) => {
+                // Almost always a client that went away: the file was checked
+                // against its length before the header, and stored images
+                // are replaced by rename, never truncated in place. Dropping
+                // the connection is the honest signal either way.
+                tracing::debug!(image = %meta.relative_path(), error = %e, "sendfile stopped");
+                return sent;
+            }
+        }
+    }
+    let _ = session.write_response_body(None, true).await;
+    sent
+}
+
+async fn open_source(
     app: &App,
+    session: &Session,
     meta: &ImageMeta,
     range: Option<crate::store::ByteRange>,
-) -> Result<crate::store::ByteStream, ApiError> {
-    match app.hosting.store.read(meta, range).await {
+) -> Result<Source, ApiError> {
+    let store = &app.hosting.store;
+    let opened = if session.as_downstream().can_send_file() {
+        store.open_file(meta).map(|f| f.map(Source::File))
+    } else {
+        Ok(None)
+    };
+    let opened = match opened {
+        Ok(Some(source)) => Ok(source),
+        Ok(None) => store.read(meta, range).await.map(Source::Stream),
+        Err(e) => Err(e),
+    };
+    match opened {
         Ok(s) => Ok(s),
         Err(StoreError::NotFound) => {
             if let Some(key) = meta.key() {
@@ -267,7 +330,7 @@ async fn stream_body(
                 {
                     return sent;
                 }
-                // Other connections get their turn between chunks.
+                // As in send_file: other connections get their turn.
                 tokio::task::yield_now().await;
             }
             Err(e) => {

@@ -120,6 +120,12 @@ pub trait Store: Send + Sync {
     /// The whole image in memory; only used for images small enough to cache.
     async fn read_all(&self, meta: &ImageMeta) -> Result<Bytes, StoreError>;
 
+    /// The image as an open local file, when the backend keeps one, so its
+    /// body can go out with sendfile(2) instead of through [`Store::read`].
+    fn open_file(&self, _meta: &ImageMeta) -> Result<Option<std::fs::File>, StoreError> {
+        Ok(None)
+    }
+
     async fn delete(&self, meta: &ImageMeta) -> Result<(), StoreError>;
 
     /// Every stored image; the store is the truth any index is rebuilt from.

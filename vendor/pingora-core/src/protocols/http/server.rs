@@ -25,7 +25,7 @@ use crate::protocols::{Digest, SocketAddr, Stream};
 use bytes::{Bytes, BytesMut};
 use http::HeaderValue;
 use http::{header::AsHeaderName, HeaderMap};
-use pingora_error::{Error, Result};
+use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::any::Any;
 use std::time::Duration;
@@ -242,6 +242,45 @@ impl Session {
                 self.write_response_header(resp).await?;
                 self.write_response_body(body, end).await
             }
+        }
+    }
+
+    /// Whether a body can be sent from a file with sendfile(2), with
+    /// [`Self::write_response_header_with_file()`] and [`Self::write_body_file()`]:
+    /// HTTP/1 over plain TCP on Linux.
+    pub fn can_send_file(&self) -> bool {
+        match self {
+            Self::H1(s) => s.can_send_file(),
+            _ => false,
+        }
+    }
+
+    /// Write the response header, then up to `len` bytes of `file` from `offset` with
+    /// sendfile(2); returns the body bytes written. Needs [`Self::can_send_file()`].
+    pub async fn write_response_header_with_file(
+        &mut self,
+        resp: Box<ResponseHeader>,
+        file: &std::fs::File,
+        offset: u64,
+        len: usize,
+    ) -> Result<usize> {
+        match self {
+            Self::H1(s) => s.write_response_header_with_file(resp, file, offset, len).await,
+            _ => Error::e_explain(ErrorType::InternalError, "sendfile needs HTTP/1"),
+        }
+    }
+
+    /// Write up to `len` bytes of `file` from `offset` as response body with sendfile(2);
+    /// returns the bytes written. Needs [`Self::can_send_file()`].
+    pub async fn write_body_file(
+        &mut self,
+        file: &std::fs::File,
+        offset: u64,
+        len: usize,
+    ) -> Result<usize> {
+        match self {
+            Self::H1(s) => s.write_body_file(file, offset, len).await,
+            _ => Error::e_explain(ErrorType::InternalError, "sendfile needs HTTP/1"),
         }
     }
 

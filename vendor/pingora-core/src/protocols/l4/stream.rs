@@ -623,6 +623,62 @@ impl Stream {
         }
     }
 
+    /// Whether [`Self::send_file`] can work on this stream: plain TCP on Linux.
+    pub(crate) fn can_send_file(&self) -> bool {
+        cfg!(target_os = "linux") && matches!(self.stream().get_ref().stream, RawStream::Tcp(_))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub(crate) async fn send_file(
+        &self,
+        _head: &[u8],
+        _file: &std::fs::File,
+        _offset: u64,
+        _len: usize,
+    ) -> io::Result<usize> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "send_file needs Linux"))
+    }
+
+    /// Send `head`, then up to `len` bytes of `file` from `offset` with sendfile(2): the
+    /// kernel hands the file's pages from the page cache to the socket, with no copy through
+    /// user space. `head` goes out with `MSG_MORE`, so it shares segments with the file data
+    /// instead of leaving in a packet of its own.
+    ///
+    /// Returns the bytes of `file` sent, which may be fewer than `len` (the socket's send
+    /// buffer was full, or the file ended). The write buffer must be empty: flush it first.
+    #[cfg(target_os = "linux")]
+    pub(crate) async fn send_file(
+        &self,
+        head: &[u8],
+        file: &std::fs::File,
+        offset: u64,
+        len: usize,
+    ) -> io::Result<usize> {
+        if !self.stream().writer().buffer().is_empty() {
+            return Err(io::Error::other("send_file with unflushed writes"));
+        }
+        let RawStream::Tcp(tcp) = &self.stream().get_ref().stream else {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "send_file needs plain TCP"));
+        };
+        let sock = socket2::SockRef::from(tcp);
+        // Never MSG_MORE without file data to follow: the header would wait.
+        let more = if len > 0 { libc::MSG_MORE } else { 0 };
+        let mut sent = 0;
+        while sent < head.len() {
+            sent += tcp
+                .async_io(Interest::WRITABLE, || {
+                    sock.send_with_flags(&head[sent..], more)
+                })
+                .await?;
+        }
+        let mut off = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file offset too large"))?;
+        tcp.async_io(Interest::WRITABLE, || {
+            nix::sys::sendfile::sendfile(tcp, file, Some(&mut off), len).map_err(io::Error::from)
+        })
+        .await
+    }
+
     /// Set the read and write buffer sizes
     /// It is only set later because of the malloc overhead in critical accept() path
     pub(crate) fn set_buffer(&mut self, buffer: L4BufferSettings) {

@@ -1009,6 +1009,89 @@ impl HttpSession {
         Ok(())
     }
 
+    /// Whether [`Self::write_response_header_with_file()`] and [`Self::write_body_file()`]
+    /// work on this connection: plain TCP (not TLS) on Linux.
+    pub fn can_send_file(&self) -> bool {
+        self.underlying_stream
+            .as_any()
+            .downcast_ref::<crate::protocols::l4::stream::Stream>()
+            .is_some_and(|s| s.can_send_file())
+    }
+
+    /// Write the response header, then up to `len` bytes of `file` from `offset` as the
+    /// start of its body, as [`Self::write_body_file()`] does. The header leaves together
+    /// with the first bytes of the file instead of in a packet of its own.
+    pub async fn write_response_header_with_file(
+        &mut self,
+        mut header: Box<ResponseHeader>,
+        file: &std::fs::File,
+        offset: u64,
+        len: usize,
+    ) -> Result<usize> {
+        let Some((head, _)) = self.prepare_response_header(&mut header)? else {
+            return Error::e_explain(InternalError, "response header already written");
+        };
+        let n = self.send_file(&head, file, offset, len).await?;
+        self.response_written = Some(header);
+        Ok(n)
+    }
+
+    /// Write up to `len` bytes of `file` from `offset` as response body with sendfile(2):
+    /// the kernel moves the file's pages from the page cache to the socket, with no copy
+    /// through user space. Returns the bytes written, which may be fewer than `len`; call
+    /// it again for the rest. Needs [`Self::can_send_file()`] and a body sized by
+    /// `Content-Length`; a file that ends before `len` is an error.
+    pub async fn write_body_file(
+        &mut self,
+        file: &std::fs::File,
+        offset: u64,
+        len: usize,
+    ) -> Result<usize> {
+        self.send_file(&[], file, offset, len).await
+    }
+
+    async fn send_file(
+        &mut self,
+        head: &[u8],
+        file: &std::fs::File,
+        offset: u64,
+        len: usize,
+    ) -> Result<usize> {
+        let Some(left) = self.body_writer.content_length_left() else {
+            return Error::e_explain(InternalError, "sendfile needs a Content-Length body");
+        };
+        let len = len.min(left);
+        self.underlying_stream
+            .flush()
+            .await
+            .or_err(WriteError, "flushing before sendfile")?;
+        let wait = self.write_timeout(len);
+        let Some(tcp) = self
+            .underlying_stream
+            .as_any()
+            .downcast_ref::<crate::protocols::l4::stream::Stream>()
+        else {
+            return Error::e_explain(InternalError, "sendfile needs plain TCP");
+        };
+        let send = tcp.send_file(head, file, offset, len);
+        let n = match wait {
+            Some(t) => match timeout(t, send).await {
+                Ok(res) => res,
+                Err(_) => {
+                    return Error::e_explain(WriteTimedout, format!("sendfile, timeout: {t:?}"))
+                }
+            },
+            None => send.await,
+        }
+        .or_err(WriteError, "sendfile")?;
+        if n == 0 && len > 0 {
+            return Error::e_explain(WriteError, "file ended before the response body");
+        }
+        self.body_writer.note_written(n);
+        self.body_bytes_sent += n;
+        Ok(n)
+    }
+
     async fn do_write_body(&mut self, buf: &[u8]) -> Result<Option<usize>> {
         let written = self
             .body_writer
