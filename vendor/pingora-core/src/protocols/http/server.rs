@@ -265,7 +265,10 @@ impl Session {
         len: usize,
     ) -> Result<usize> {
         match self {
-            Self::H1(s) => s.write_response_header_with_file(resp, file, offset, len).await,
+            Self::H1(s) => {
+                s.write_response_header_with_file(resp, file, offset, len)
+                    .await
+            }
             _ => Error::e_explain(ErrorType::InternalError, "sendfile needs HTTP/1"),
         }
     }

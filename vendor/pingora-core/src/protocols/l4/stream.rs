@@ -636,7 +636,10 @@ impl Stream {
         _offset: u64,
         _len: usize,
     ) -> io::Result<usize> {
-        Err(io::Error::new(io::ErrorKind::Unsupported, "send_file needs Linux"))
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "send_file needs Linux",
+        ))
     }
 
     /// Send `head`, then up to `len` bytes of `file` from `offset` with sendfile(2): the
@@ -658,7 +661,10 @@ impl Stream {
             return Err(io::Error::other("send_file with unflushed writes"));
         }
         let RawStream::Tcp(tcp) = &self.stream().get_ref().stream else {
-            return Err(io::Error::new(io::ErrorKind::Unsupported, "send_file needs plain TCP"));
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "send_file needs plain TCP",
+            ));
         };
         let sock = socket2::SockRef::from(tcp);
         // Never MSG_MORE without file data to follow: the header would wait.

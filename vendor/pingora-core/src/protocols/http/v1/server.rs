@@ -991,7 +991,10 @@ impl HttpSession {
             Some(t) => match timeout(t, write).await {
                 Ok(res) => res,
                 Err(_) => {
-                    return Error::e_explain(WriteTimedout, format!("writing response, timeout: {t:?}"))
+                    return Error::e_explain(
+                        WriteTimedout,
+                        format!("writing response, timeout: {t:?}"),
+                    )
                 }
             },
             None => write.await,
@@ -2957,6 +2960,142 @@ mod tests_stream {
         assert_eq!(wire_body.len(), n);
         let n = http_stream.finish_body().await.unwrap().unwrap();
         assert_eq!(wire_body.len(), n);
+    }
+
+    #[tokio::test]
+    async fn write_response_header_with_body_cl() {
+        let read_wire = b"GET / HTTP/1.1\r\n\r\n";
+        let wire = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+        let mock_io = Builder::new().read(read_wire).write(wire).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_request().await.unwrap();
+        let mut resp = ResponseHeader::build(StatusCode::OK, None).unwrap();
+        resp.append_header("Content-Length", "5").unwrap();
+        http_stream.update_resp_headers = false;
+        // Longer than Content-Length: only the first 5 bytes may go out.
+        http_stream
+            .write_response_header_with_body(Box::new(resp), b"hello, world")
+            .await
+            .unwrap();
+        assert_eq!(
+            http_stream.body_writer.body_mode,
+            BodyMode::ContentLength(5, 5)
+        );
+        assert_eq!(http_stream.body_bytes_sent(), 5);
+        assert!(http_stream.response_written().is_some());
+    }
+
+    #[tokio::test]
+    async fn write_response_header_with_body_chunked() {
+        let read_wire = b"GET / HTTP/1.1\r\n\r\n";
+        let wire_header = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let wire_body = b"5\r\nhello\r\n";
+        let mock_io = Builder::new()
+            .read(read_wire)
+            .write(wire_header)
+            .write(wire_body)
+            .build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_request().await.unwrap();
+        let mut resp = ResponseHeader::build(StatusCode::OK, None).unwrap();
+        resp.append_header("Transfer-Encoding", "chunked").unwrap();
+        http_stream.update_resp_headers = false;
+        http_stream
+            .write_response_header_with_body(Box::new(resp), b"hello")
+            .await
+            .unwrap();
+        assert_eq!(http_stream.body_bytes_sent(), 5);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn write_body_file_with_sendfile() {
+        use std::io::Write;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let path = std::env::temp_dir().join(format!("pingora-sendfile-{}", std::process::id()));
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(&body)
+            .unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let stream: crate::protocols::l4::stream::Stream = server.into();
+        let mut http_stream = HttpSession::new(Box::new(stream));
+        assert!(http_stream.can_send_file());
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        http_stream.read_request().await.unwrap();
+
+        // Bytes 1000.. of the file, as a 206 might send them.
+        let len = body.len() - 1000;
+        let mut resp = ResponseHeader::build(StatusCode::OK, None).unwrap();
+        resp.append_header("Content-Length", len.to_string())
+            .unwrap();
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let mut sent = http_stream
+            .write_response_header_with_file(Box::new(resp), &file, 1000, 100_000)
+            .await
+            .unwrap();
+        while sent < len {
+            sent += http_stream
+                .write_body_file(&file, 1000 + sent as u64, len - sent)
+                .await
+                .unwrap();
+        }
+        assert_eq!(sent, len);
+        assert_eq!(http_stream.body_bytes_sent(), len);
+        assert!(http_stream.body_writer.finished());
+        // Content-Length is exhausted: nothing more goes out.
+        assert_eq!(http_stream.write_body_file(&file, 0, 10).await.unwrap(), 0);
+        http_stream.finish_body().await.unwrap();
+        drop(http_stream);
+
+        let got = reader.await.unwrap();
+        let split = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let head = std::str::from_utf8(&got[..split]).unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(
+            head.contains(&format!("Content-Length: {len}\r\n")),
+            "{head}"
+        );
+        assert_eq!(&got[split..], &body[1000..]);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn write_body_file_errors_on_a_short_file() {
+        use tokio::io::AsyncWriteExt;
+        let path = std::env::temp_dir().join(format!("pingora-short-{}", std::process::id()));
+        std::fs::write(&path, b"0123456789").unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let stream: crate::protocols::l4::stream::Stream = server.into();
+        let mut http_stream = HttpSession::new(Box::new(stream));
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        http_stream.read_request().await.unwrap();
+        let mut resp = ResponseHeader::build(StatusCode::OK, None).unwrap();
+        resp.append_header("Content-Length", "20").unwrap();
+        let n = http_stream
+            .write_response_header_with_file(Box::new(resp), &file, 0, 20)
+            .await
+            .unwrap();
+        assert_eq!(n, 10);
+        assert!(http_stream.write_body_file(&file, 10, 10).await.is_err());
     }
 
     #[tokio::test]
