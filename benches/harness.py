@@ -805,7 +805,7 @@ def judge(sc, aggs, results):
         thr = p["rps"] / n["rps"] if n["rps"] else None
         p99 = p["p99_ms"] / n["p99_ms"] if (n["p99_ms"] and p["p99_ms"] is not None) else None
         if thr_target is not None:
-            results.ratios.append((name, "throughput", thr, ">= %.1fx" % thr_target,
+            results.ratios.append((name, "throughput", thr, ">= %gx" % thr_target,
                                    verdict(thr is not None and thr >= thr_target)))
         else:
             results.ratios.append((name, "throughput", thr, "(no target)", ""))
@@ -821,7 +821,7 @@ def judge(sc, aggs, results):
         else:
             results.ratios.append((name, "p99", p99, "(no target)", ""))
     elif thr_target is not None:
-        results.ratios.append((name, "throughput", None, ">= %.1fx" % thr_target, "n/a"))
+        results.ratios.append((name, "throughput", None, ">= %gx" % thr_target, "n/a"))
     if p and sc.get("rss_budget_mb") is not None:
         results.absolute.append((name, "permaproxy peak RSS", "%.1f MB" % p["peak_rss_mb"],
                                  "<= %d MB (cache + %d)" % (sc["rss_budget_mb"], RSS_HEADROOM_MB),
