@@ -14,6 +14,12 @@
 # Installs nginx and wrk with apt-get when missing, builds the release binary,
 # then runs benches/harness.py (Python 3 stdlib only). The table is printed and
 # written to benches/results/latest.md.
+#
+# Besides the nginx comparison (issue 16): the 10 MB x100 rows also run a
+# per-client probe (bytes each of 100 independent clients got, max/min), the
+# "access log cost" row runs permaproxy against itself at RUST_LOG=info and
+# warn, and the generation rows report peak RSS against 96 MB.
+# A/B of two binaries on one row: python3 benches/ab.py OLD NEW --scenario NAME.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -107,6 +107,8 @@ fn warn_about_setup(cfg: &Config) {
     {
         tracing::warn!("IMAGE_PERSIST_MODE=on_first_hit with IMAGE_FIRST_HIT_DEADLINE_SECS=0: an image nobody requests before its source expires is lost");
     }
+    // The access log is written in batches: the last one must not be lost.
+    crate::logging::flush();
 }
 
 /// Pingora sleeps for the whole grace period after SIGTERM. This exits as

@@ -129,4 +129,9 @@ impl Hosting {
         }
         stream
     }
+
+    /// The image as a local file for sendfile(2), when the store keeps one.
+    pub fn open_file(&self, meta: &ImageMeta) -> Result<Option<std::fs::File>, StoreError> {
+        self.store.open_file(meta)
+    }
 }

@@ -124,6 +124,19 @@ async fn load(app: &App, meta: std::sync::Arc<ImageMeta>) -> Result<Body, ApiErr
     }
 }
 
+/// The most one response writes before it lets the worker's other
+/// connections run: with 100 clients pulling 10 MB each, one fast reader
+/// could otherwise keep a worker to itself for a whole image while the
+/// others wait (p99 4.6-6.7 s against nginx's 1 s; BENCHMARKS.md).
+const WRITE_CHUNK: usize = 256 * 1024;
+
+/// Where the body comes from once the headers are decided.
+enum Source {
+    /// A local file, sent by the kernel with sendfile(2): no user-space copy.
+    File(std::fs::File),
+    Stream(crate::store::ByteStream),
+}
+
 /// `cache_control`: set when a signed URL's expiry limits caching.
 async fn write_image(
     app: &App,
@@ -151,8 +164,9 @@ async fn write_image(
     };
     // Open the store before any header goes out, so a missing object (say,
     // deleted by another replica) is still an honest 404.
-    let stream = match (&body, head_only) {
-        (Body::Stream(meta), false) => Some(open_stream(app, meta, range).await?),
+    let source = match (&body, head_only) {
+        (Body::Stream(meta), false) => Some(open_source(app, session, meta, range).await?),
+        (Body::Memory(_), false) => open_cached_file(app, session, &meta, range),
         _ => None,
     };
     // No case map: these names are ours and lowercase, and keeping a second
@@ -167,37 +181,148 @@ async fn write_image(
         resp.insert_header("cache-control", cc)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
     }
-    if session
-        .write_response_header(Box::new(resp), head_only)
-        .await
-        .is_err()
-        || head_only
-    {
-        return Ok(());
-    }
-    let sent = match (body, stream) {
-        (Body::Memory(img), _) => {
-            let slice = match range {
-                Some(r) => img.bytes.slice(r.start as usize..=r.end as usize),
-                None => img.bytes.clone(),
-            };
-            let n = slice.len() as u64;
-            let _ = session.write_response_body(Some(slice), true).await;
-            n
+    let resp = Box::new(resp);
+    let (start, len) = range.map_or((0, meta.size), |r| (r.start, r.len()));
+    let sent = match (body, source) {
+        _ if head_only => {
+            let _ = session.write_response_header(resp, true).await;
+            0
         }
-        (Body::Stream(meta), Some(stream)) => stream_body(session, &meta, stream).await,
+        (_, Some(Source::File(file))) => send_file(session, resp, &meta, &file, start, len).await,
+        (Body::Memory(img), _) => {
+            let all = img.bytes.slice(start as usize..(start + len) as usize);
+            write_memory(session, resp, all).await
+        }
+        (Body::Stream(meta), Some(Source::Stream(stream))) => {
+            if session.write_response_header(resp, false).await.is_err() {
+                return Ok(());
+            }
+            stream_body(session, &meta, stream).await
+        }
         (Body::Stream(_), None) => 0,
     };
     metrics::get().hosted_bytes_sent.inc_by(sent);
     Ok(())
 }
 
-async fn open_stream(
+/// The header and the first chunk leave in one `writev`; the shared `Bytes`
+/// is written as it is, never copied in user space.
+async fn write_memory(session: &mut Session, resp: Box<ResponseHeader>, all: Bytes) -> u64 {
+    let first = all.slice(..all.len().min(WRITE_CHUNK));
+    let mut sent = first.len();
+    let last = sent == all.len();
+    // Straight to the downstream session: the proxy layer's version would
+    // run downstream modules, and this service has none.
+    let first_write = session
+        .as_downstream_mut()
+        .write_response_header_with_body(resp, first, last)
+        .await;
+    if first_write.is_err() {
+        return 0;
+    }
+    while sent < all.len() {
+        tokio::task::yield_now().await;
+        let chunk = all.slice(sent..all.len().min(sent + WRITE_CHUNK));
+        let n = chunk.len();
+        if session
+            .write_response_body(Some(chunk), sent + n == all.len())
+            .await
+            .is_err()
+        {
+            break;
+        }
+        sent += n;
+    }
+    sent as u64
+}
+
+/// The body straight from the page cache with sendfile(2), in bounded
+/// chunks with a yield between them, the header riding with the first.
+async fn send_file(
+    session: &mut Session,
+    resp: Box<ResponseHeader>,
+    meta: &ImageMeta,
+    file: &std::fs::File,
+    start: u64,
+    len: u64,
+) -> u64 {
+    let mut sent = 0u64;
+    let mut resp = Some(resp);
+    while sent < len || resp.is_some() {
+        let n = (len - sent).min(WRITE_CHUNK as u64) as usize;
+        let wrote = match resp.take() {
+            Some(resp) => {
+                session
+                    .as_downstream_mut()
+                    .write_response_header_with_file(resp, file, start + sent, n)
+                    .await
+            }
+            None => {
+                tokio::task::yield_now().await;
+                session
+                    .as_downstream_mut()
+                    .write_body_file(file, start + sent, n)
+                    .await
+            }
+        };
+        match wrote {
+            Ok(n) => sent += n as u64,
+            Err(e) => {
+                // Almost always a client that went away: the file was checked
+                // against its length before the header, and stored images
+                // are replaced by rename, never truncated in place. Dropping
+                // the connection is the honest signal either way.
+                tracing::debug!(image = %meta.relative_path(), error = %e, "sendfile stopped");
+                return sent;
+            }
+        }
+    }
+    let _ = session.write_response_body(None, true).await;
+    sent
+}
+
+/// A memory hit larger than one write chunk still goes out with sendfile
+/// when the store has the file: the page cache holds the same bytes, and
+/// copying megabytes of cached buffer into the socket cost far more than
+/// the kernel sending pages (10 MB: 9.3 ms against 1.4 ms of CPU per
+/// request; BENCHMARKS.md). For one chunk or less the copy is as cheap as
+/// the open and close, so small images never touch the filesystem. The
+/// cached bytes are also the fallback: TLS, HTTP/2, object storage, or a
+/// file gone meanwhile.
+fn open_cached_file(
     app: &App,
+    session: &Session,
     meta: &ImageMeta,
     range: Option<crate::store::ByteRange>,
-) -> Result<crate::store::ByteStream, ApiError> {
-    match app.hosting.open_stream(meta, range).await {
+) -> Option<Source> {
+    let len = range.map_or(meta.size, |r| r.len());
+    if len <= WRITE_CHUNK as u64 || !session.as_downstream().can_send_file() {
+        return None;
+    }
+    match app.hosting.open_file(meta) {
+        Ok(file) => file.map(Source::File),
+        Err(_) => None,
+    }
+}
+
+async fn open_source(
+    app: &App,
+    session: &Session,
+    meta: &ImageMeta,
+    range: Option<crate::store::ByteRange>,
+) -> Result<Source, ApiError> {
+    let h = &app.hosting;
+    let opened = if session.as_downstream().can_send_file() {
+        h.open_file(meta).map(|f| f.map(Source::File))
+    } else {
+        Ok(None)
+    };
+    let opened = match opened {
+        Ok(Some(source)) => Ok(source),
+        Ok(None) => h.open_stream(meta, range).await.map(Source::Stream),
+        Err(e) => Err(e),
+    };
+    match opened {
         Ok(s) => Ok(s),
         Err(StoreError::NotFound) => Err(ApiError::ImageNotFound),
         Err(e) => Err(ApiError::StorageUnavailable(e.to_string())),
@@ -221,6 +346,8 @@ async fn stream_body(
                 {
                     return sent;
                 }
+                // As in send_file: other connections get their turn.
+                tokio::task::yield_now().await;
             }
             Err(e) => {
                 // Headers are out: cutting the connection is the only honest

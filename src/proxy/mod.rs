@@ -311,18 +311,20 @@ impl ProxyHttp for App {
         m.http_duration
             .with_label_values(&[route])
             .observe(elapsed.as_secs_f64());
-        let req = session.req_header();
-        tracing::info!(
-            target: "access",
-            method = %req.method,
-            path = %crate::logging::redact_path(&req.uri),
-            status,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            bytes = session.body_bytes_sent(),
-            route,
-            tier = ctx.tier.unwrap_or("-"),
-            request_id = %ctx.request_id,
-            "request"
-        );
+        // Not through tracing: its JSON formatter cost +21% per pass-through
+        // request. Same line, same filter (see logging::access).
+        if crate::logging::access::enabled() {
+            let req = session.req_header();
+            crate::logging::access::record(&crate::logging::access::Access {
+                method: req.method.as_str(),
+                uri: &req.uri,
+                status,
+                duration: elapsed,
+                bytes: session.body_bytes_sent(),
+                route,
+                tier: ctx.tier.unwrap_or("-"),
+                request_id: &ctx.request_id,
+            });
+        }
     }
 }

@@ -207,6 +207,22 @@ impl Store for DiskStore {
         Ok(Box::pin(futures::stream::iter([Ok(first)]).chain(rest)))
     }
 
+    /// Opened on the worker thread, as [`Store::read`] does: from the page
+    /// cache this is cheaper than a hop to the blocking pool.
+    fn open_file(&self, meta: &ImageMeta) -> Result<Option<std::fs::File>, StoreError> {
+        let file = std::fs::File::open(self.image_path(meta)).map_err(StoreError::from_io)?;
+        // Checked before any header goes out: a short file would otherwise
+        // end the body early.
+        let len = file.metadata().map_err(StoreError::from_io)?.len();
+        if len < meta.size {
+            return Err(StoreError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "image file is shorter than its metadata",
+            )));
+        }
+        Ok(Some(file))
+    }
+
     async fn read_all(&self, meta: &ImageMeta) -> Result<Bytes, StoreError> {
         let data = tokio::fs::read(self.image_path(meta))
             .await

@@ -117,6 +117,12 @@ pub trait Store: Send + Sync {
     /// The whole image in memory; only used for images small enough to cache.
     async fn read_all(&self, meta: &ImageMeta) -> Result<Bytes, StoreError>;
 
+    /// The image as an open local file, when the backend keeps one, so its
+    /// body can go out with sendfile(2) instead of through [`Store::read`].
+    fn open_file(&self, _meta: &ImageMeta) -> Result<Option<std::fs::File>, StoreError> {
+        Ok(None)
+    }
+
     /// Deletes the object at `relative_path` and the metadata kept beside it.
     /// Deleting what is already gone is not an error.
     async fn delete(&self, relative_path: &str) -> Result<(), StoreError>;

@@ -92,9 +92,12 @@ async fn every_documented_metric_is_exposed_before_any_traffic() {
             &format!(r#"permaproxy_downloads_total{{outcome="{outcome}"}}"#),
         );
     }
-    // Nothing happened yet: the traffic counters are all zero.
+    // Nothing happened yet: the traffic counters are all zero, apart from
+    // the harness's own readiness probe on the public health route.
+    let all = val(&text, "permaproxy_http_requests_total");
+    let health = val(&text, r#"permaproxy_http_requests_total{route="health"}"#);
+    assert_eq!(all - health, 0.0, "requests other than health probes");
     for name in [
-        "permaproxy_http_requests_total",
         "permaproxy_hosted_requests_total",
         "permaproxy_downloads_total",
         "permaproxy_rate_limited_total",
