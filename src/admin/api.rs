@@ -64,6 +64,9 @@ pub async fn require_bearer(State(ctx): State<Arc<Ctx>>, req: Request, next: Nex
 /// route tells nothing to a caller without it.
 pub async fn fallback(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
     let path = req.uri().path();
+    if path.starts_with("/admin/ui") {
+        return super::ui::not_found(&ctx, &req);
+    }
     if path.starts_with("/admin/") {
         if let Err(e) = auth::check_bearer(ctx.keys.as_ref(), authorization(&req)) {
             return api_error(&e);

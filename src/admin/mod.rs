@@ -1,25 +1,37 @@
 //! The private admin listener (`METRICS_ADDR`): liveness, readiness,
-//! metrics and the JSON admin API. It must never be
+//! metrics, the JSON admin API and the admin web page. It must never be
 //! reachable from the internet; `/admin/` also requires `ADMIN_TOKEN` (the
-//! bearer header).
+//! bearer header for the API, a signed session cookie for the page).
 //!
 //! It runs on axum (hyper 1) inside a Pingora background service rather
 //! than as a Pingora `ServeHttp` app: `ServeHttp` answers with a whole
-//! `Vec<u8>`, and the coming zip export (issue 17) must stream with bounded
-//! memory. A router also makes adding a route one line.
+//! `Vec<u8>`, and the zip export must stream with bounded memory.
 //!
 //! - [`api`]: the JSON API and the health routes;
-//! - [`auth`]: the bearer token;
+//! - [`ui`]: the web page's routes, login, session and CSRF checks;
+//! - [`views`] and [`actions`]: the web page's reads and its POSTs;
+//! - [`pages`]: the templates' data (askama, auto-escaped);
+//! - [`auth`]: bearer token, session cookie, CSRF;
+//! - [`export`]: a user's images as a streamed zip;
+//! - [`charts`]: in-process counters sampled for the overview's charts;
 //! - [`respond`]: outcomes to HTTP, in one place.
 
+mod actions;
 mod api;
+mod assets;
 mod auth;
+mod charts;
+mod export;
+mod pages;
 mod respond;
+mod ui;
+mod views;
 
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use axum::routing::get;
 use axum::Router;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -34,6 +46,7 @@ pub struct Ctx {
     pub hosting: Arc<Hosting>,
     /// `None` when `ADMIN_TOKEN` is not set: `/admin/` answers 403.
     keys: Option<auth::Keys>,
+    charts: charts::Charts,
 }
 
 impl Ctx {
@@ -47,6 +60,7 @@ impl Ctx {
             cfg,
             hosting,
             keys,
+            charts: charts::Charts::default(),
         }
     }
 
@@ -61,6 +75,8 @@ impl Ctx {
 pub fn router(ctx: Arc<Ctx>) -> Router {
     api::open_routes()
         .merge(api::routes(ctx.clone()))
+        .merge(ui::routes(ctx.clone()))
+        .route("/admin/users/{user}/export.zip", get(export::export))
         .fallback(api::fallback)
         .method_not_allowed_fallback(api::fallback)
         .layer(axum::middleware::from_fn(respond::security_headers))
@@ -78,8 +94,7 @@ pub struct AdminService {
 impl AdminService {
     pub fn bind(cfg: Arc<Config>, hosting: Arc<Hosting>) -> Result<AdminService, String> {
         let addr = cfg.metrics_addr.clone();
-        let listener =
-            TcpListener::bind(&addr).map_err(|e| format!("METRICS_ADDR {addr}: {e}"))?;
+        let listener = TcpListener::bind(&addr).map_err(|e| format!("METRICS_ADDR {addr}: {e}"))?;
         listener
             .set_nonblocking(true)
             .map_err(|e| format!("METRICS_ADDR {addr}: {e}"))?;
@@ -108,6 +123,9 @@ impl BackgroundService for AdminService {
                 return;
             }
         };
+        // The overview's charts sample the counters every 10 s, for as
+        // long as the listener runs.
+        let sampler = tokio::spawn(charts::run_sampler(self.ctx.clone()));
         let app = router(self.ctx.clone());
         let stop = async move {
             let _ = shutdown.changed().await;
@@ -118,5 +136,6 @@ impl BackgroundService for AdminService {
         {
             tracing::error!(error = %e, "admin listener failed");
         }
+        sampler.abort();
     }
 }

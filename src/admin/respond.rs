@@ -1,6 +1,6 @@
 //! The one place where admin outcomes become HTTP: JSON replies and
-//! [`ApiError`] bodies for the API, and the headers every admin response
-//! carries.
+//! [`ApiError`] bodies for the API, HTML pages and redirects for the web
+//! page, and the headers every admin response carries.
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -67,6 +67,78 @@ impl IntoResponse for ApiFail {
 /// The engine could not answer: 503 with its reason.
 pub fn unavailable(e: HostError) -> ApiError {
     ApiError::StorageUnavailable(e.to_string())
+}
+
+/// Why a web page cannot be shown.
+#[derive(Debug)]
+pub enum UiFail {
+    /// Anything the API would answer with this error; shown as a page.
+    Api(ApiError),
+    /// No (valid) session: to the login form.
+    Login,
+    /// A POST without the session's CSRF token.
+    Csrf,
+    /// A form that does not say what it must (the confirmation, say).
+    Form(String),
+    /// A template failed to render (a bug): logged, a plain 500.
+    Render(String),
+}
+
+impl From<ApiError> for UiFail {
+    fn from(e: ApiError) -> UiFail {
+        UiFail::Api(e)
+    }
+}
+
+impl From<HostError> for UiFail {
+    fn from(e: HostError) -> UiFail {
+        UiFail::Api(unavailable(e))
+    }
+}
+
+impl From<askama::Error> for UiFail {
+    fn from(e: askama::Error) -> UiFail {
+        UiFail::Render(e.to_string())
+    }
+}
+
+impl IntoResponse for UiFail {
+    fn into_response(self) -> Response {
+        let (status, title, detail) = match self {
+            UiFail::Login => return see_other("/admin/ui/login"),
+            // Admin disabled is the same 403 JSON as the API: there is no
+            // page to show.
+            UiFail::Api(e @ ApiError::AdminDisabled) => return api_error(&e),
+            UiFail::Api(e) => (e.status(), "Something went wrong", e.to_string()),
+            UiFail::Csrf => (
+                403,
+                "Refused",
+                "This form was not sent from the admin page (its CSRF token is missing or \
+                 wrong). Reload the page and try again."
+                    .to_string(),
+            ),
+            UiFail::Form(why) => (400, "Not done", why),
+            UiFail::Render(e) => {
+                tracing::error!(error = %e, "admin page failed to render");
+                return reply(500, "text/plain; charset=utf-8", "internal error");
+            }
+        };
+        super::pages::error_page(status, title, &detail)
+    }
+}
+
+/// 303 to `to`: the answer to a form, so a reload does not post it again.
+pub fn see_other(to: &str) -> Response {
+    let mut r = reply(303, "text/plain; charset=utf-8", Body::empty());
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// An HTML page.
+pub fn html(status: u16, body: String) -> Response {
+    reply(status, "text/html; charset=utf-8", body)
 }
 
 /// Headers on every admin response: no framing, no referrer leaving the
