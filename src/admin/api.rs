@@ -64,7 +64,7 @@ pub async fn require_bearer(State(ctx): State<Arc<Ctx>>, req: Request, next: Nex
 /// route tells nothing to a caller without it.
 pub async fn fallback(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
     let path = req.uri().path();
-    if path.starts_with("/admin/ui") {
+    if path == "/admin/ui" || path.starts_with("/admin/ui/") {
         return super::ui::not_found(&ctx, &req);
     }
     if path.starts_with("/admin/") {
