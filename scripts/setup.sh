@@ -2,8 +2,10 @@
 # Installs what a fresh Debian machine lacks to build and test permaproxy:
 # cmake and pkg-config (Pingora builds zlib-ng from source), a C toolchain,
 # PostgreSQL (the database suites run against a throwaway cluster, see
-# scripts/postgres.sh) and, with --with-garage, the Garage S3 server used by
-# the S3 tests. Idempotent and quiet when everything is already there.
+# scripts/postgres.sh), Debian's Chromium with a font and playwright-core (the
+# admin page's browser test, tests/admin_ui) and, with --with-garage, the
+# Garage S3 server used by the S3 tests. Idempotent and quiet when everything
+# is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +15,12 @@ command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+# The admin page's browser test drives Debian's Chromium (never a browser
+# downloaded by a test tool) through playwright-core, run by node (>= 20).
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   sudo=""
@@ -22,6 +30,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   # --no-install-recommends: the server binaries, not a running cluster's
   # extras; the tests start their own cluster.
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# playwright-core, pinned by tests/admin_ui/package-lock.json. It downloads no
+# browser: the test points it at /usr/bin/chromium.
+if [ ! -f tests/admin_ui/node_modules/playwright-core/package.json ]; then
+  echo "setup: installing playwright-core for tests/admin_ui" >&2
+  (cd tests/admin_ui && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 if [ "${1:-}" = "--with-garage" ]; then

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, property tests, integration tests against
 # real loopback servers (a stand-in Studio API, a stand-in Replicate host, a
-# real Garage S3 server), and the benches in test mode, first with the
+# real Garage S3 server), the admin page in a real headless Chromium
+# (tests/admin_ui), and the benches in test mode, first with the
 # embedded SQLite database, then again with the database suites on a real
 # PostgreSQL cluster (a test matrix). Installs what is missing first.
 #
@@ -29,4 +30,4 @@ echo "== tests with PostgreSQL ($PERMAPROXY_TEST_POSTGRES_URL) ==" >&2
 # The suites that keep metadata; the pure property tests and the benches
 # do not touch a database and ran above.
 cargo test --lib --test core --test reliability --test lifecycle --test operations \
-  --test user_ids --test s3 --test webhooks --test signing "$@"
+  --test user_ids --test s3 --test webhooks --test signing --test admin_ui "$@"

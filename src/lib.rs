@@ -13,7 +13,7 @@
 //! - [`lifecycle`]: retention, per-user limits and the disk cap.
 //! - [`migrate`]: copying a disk store into a bucket.
 //! - [`serve`]: hosted-image responses (ETag, Range, conditional requests).
-//! - [`admin`]: the private admin listener (health, metrics, admin API).
+//! - [`admin`]: the private admin listener (health, metrics, admin API, web page).
 #![forbid(unsafe_code)]
 
 pub mod admin;

@@ -9,9 +9,8 @@ use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{ExecutionPhase, RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
-use pingora::services::listening::Service;
 
-use crate::admin::Admin;
+use crate::admin::AdminService;
 use crate::config::Config;
 use crate::hosting::Hosting;
 use crate::proxy::{App, IN_FLIGHT};
@@ -55,15 +54,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
     proxy.add_tcp(&cfg.listen_addr);
     server.add_service(proxy);
 
-    let mut admin = Service::new(
-        "permaproxy-admin".to_string(),
-        Admin {
-            cfg: cfg.clone(),
-            hosting: hosting.clone(),
-        },
-    );
-    admin.add_tcp(&cfg.metrics_addr);
-    server.add_service(admin);
+    let admin = AdminService::bind(cfg.clone(), hosting.clone())?;
+    server.add_service(background_service("permaproxy-admin", admin));
     server.add_service(background_service(
         "permaproxy-maintenance",
         Maintenance {

@@ -37,6 +37,19 @@ pub async fn cleanup_plan(
     repo: &dyn Repo,
     store: &dyn Store,
 ) -> Result<Vec<(ImageRecord, Reason)>, HostError> {
+    let mut out = Vec::new();
+    walk_cleanup_plan(cfg, repo, store, |row, reason| out.push((row, reason))).await?;
+    Ok(out)
+}
+
+/// The same plan, handed to `visit` one deletion at a time, so a preview
+/// can summarise it without holding every row (the admin page).
+pub async fn walk_cleanup_plan(
+    cfg: &Config,
+    repo: &dyn Repo,
+    store: &dyn Store,
+    mut visit: impl FnMut(ImageRecord, Reason) + Send,
+) -> Result<(), HostError> {
     let rules = Rules::from_config(&cfg.lifecycle);
     let now = now_ms();
     let totals = repo.totals().await?;
@@ -44,7 +57,6 @@ pub async fn cleanup_plan(
         .then(|| store.free_bytes())
         .flatten();
     let mut planner = Planner::new(&rules, now, totals.bytes, free);
-    let mut out = Vec::new();
     let mut cursor: Option<Cursor> = None;
     loop {
         let page = repo.stored_page(cursor.as_ref(), PAGE).await?;
@@ -60,11 +72,11 @@ pub async fn cleanup_plan(
                 requested_at: row.requested_at,
             };
             if let Some(reason) = planner.decide(&c) {
-                out.push((row, reason));
+                visit(row, reason);
             }
         }
         if !full {
-            return Ok(out);
+            return Ok(());
         }
     }
 }
@@ -117,6 +129,11 @@ pub async fn run_cleanup(
     report.failed_forgotten = repo.prune_failed(before, lc.failed_keep).await?;
     repo.prune_webhooks(now_ms().saturating_sub(WEBHOOK_MEMORY_MS))
         .await?;
+    // Hourly view counts serve "the last 24 hours"; a day more is slack.
+    let views_before = now_ms().saturating_sub(super::admin_ops::VIEWS_KEPT_MS);
+    if let Err(e) = repo.prune_views(views_before).await {
+        tracing::warn!(error = %e, "could not prune hourly view counts; the next cleanup tries again");
+    }
     Ok((report, all_gone))
 }
 

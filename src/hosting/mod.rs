@@ -11,6 +11,7 @@
 //! - [`maintenance`]: what runs in the background (takeover, flushes)?
 //! - [`upgrade`]: how does a store written by an older version come in?
 
+mod admin_ops;
 mod cleanup;
 mod download;
 mod handout;
@@ -34,7 +35,8 @@ use crate::metrics;
 use crate::repo::{Repo, RepoError, SqlRepo};
 use crate::store::{Store, StoreError};
 
-pub use cleanup::{cleanup_plan, run_cleanup, CleanupReport};
+pub use admin_ops::CleanupPreview;
+pub use cleanup::{cleanup_plan, run_cleanup, walk_cleanup_plan, CleanupReport};
 pub use download::SharedResult;
 pub use lookup::Lookup;
 pub use upgrade::{import_legacy, reindex, ImportError, ReindexReport};

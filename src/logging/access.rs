@@ -279,7 +279,7 @@ fn timestamp(out: &mut Vec<u8>, clock: &mut Clock, now: SystemTime) {
     let secs = d.as_secs();
     if clock.secs != secs || clock.text[0] == 0 {
         let mut text = Vec::with_capacity(19);
-        let (y, m, day) = civil_from_days((secs / 86_400) as i64);
+        let (y, m, day) = crate::clock::civil_from_days((secs / 86_400) as i64);
         let tod = secs % 86_400;
         uint_padded(&mut text, y.clamp(0, 9999) as u64, 4);
         text.push(b'-');
@@ -299,21 +299,6 @@ fn timestamp(out: &mut Vec<u8>, clock: &mut Clock, now: SystemTime) {
     out.push(b'.');
     uint_padded(out, d.subsec_micros() as u64, 6);
     out.push(b'Z');
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// Milliseconds with microsecond precision (`12.345`): a JSON number, and

@@ -204,13 +204,18 @@ impl SqlRepo {
         }
         let mut tx = self.begin().await?;
         for h in hits {
-            sqlx::query(RECORD_HIT)
+            let done = sqlx::query(RECORD_HIT)
                 .bind(h.key.user.as_str())
                 .bind(h.key.id.as_str())
                 .bind(to_db(h.last_ms))
                 .bind(to_db(h.count))
                 .execute(&mut *tx)
                 .await?;
+            // The hourly counts behind the admin page's top images; only
+            // for rows that still exist.
+            if done.rows_affected() > 0 {
+                super::views::record_hour(&mut tx, h).await?;
+            }
         }
         tx.commit().await?;
         Ok(())

@@ -7,6 +7,7 @@
 //!
 //! Bytes are not here: they stay in the [`crate::store::Store`].
 
+mod admin;
 mod deletes;
 mod dialect;
 mod images;
@@ -14,6 +15,7 @@ mod leases;
 mod queries;
 mod row;
 mod sql;
+mod views;
 mod webhooks;
 
 use std::collections::HashMap;
@@ -24,8 +26,10 @@ use crate::ids::{ImageId, ImageKey, UserId};
 use crate::image_format::Format;
 use crate::store::ImageMeta;
 
+pub use admin::AdminRepo;
 pub use dialect::Dialect;
 pub use sql::SqlRepo;
+pub use views::TopImage;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -160,8 +164,9 @@ pub struct Cursor {
     pub key: ImageKey,
 }
 
+/// `AdminRepo` (in `admin.rs`) holds what only the admin page needs.
 #[async_trait]
-pub trait Repo: Send + Sync {
+pub trait Repo: Send + Sync + AdminRepo {
     fn dialect(&self) -> Dialect;
 
     /// Can the database answer right now? (Readiness.)

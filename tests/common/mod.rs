@@ -23,7 +23,7 @@ mod util;
 
 pub use filehost::FileHost;
 pub use proxy::{Proxy, ProxyOptions};
-pub use stands::{Stands, GEN};
+pub use stands::{admin_stands, Stands, GEN};
 pub use studio::{Canned, RecordedRequest, StudioApi};
 pub use util::*;
 

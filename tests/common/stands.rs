@@ -25,6 +25,20 @@ pub async fn stands(extra: &[(&str, &str)]) -> Stands {
     Stands { host, api, proxy }
 }
 
+/// File host + Studio API + a proxy with `ADMIN_TOKEN` = `token` and `extra`
+/// settings on top (an empty value removes a setting).
+pub async fn admin_stands(token: &str, extra: &[(&str, &str)]) -> Stands {
+    let host = FileHost::start().await;
+    let api = StudioApi::start().await;
+    let mut opts = ProxyOptions::for_stands(&api, &host).env("ADMIN_TOKEN", token);
+    for (k, v) in extra {
+        opts = opts.env(k, v);
+    }
+    opts.env.retain(|(_, v)| !v.is_empty());
+    let proxy = Proxy::start(opts).await;
+    Stands { host, api, proxy }
+}
+
 /// `POST /v1/images/generate` through the proxy with a JSON request body.
 pub async fn generate(p: &Proxy, body: &str, headers: &[(&str, &str)]) -> Reply {
     let mut rb = client()

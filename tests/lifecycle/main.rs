@@ -26,15 +26,7 @@ pub const TOKEN: &str = "s3cret-admin-token";
 /// File host + Studio API + a proxy with `ADMIN_TOKEN` = [`TOKEN`] and
 /// `extra` settings on top (an empty value removes a setting).
 pub async fn stands(extra: &[(&str, &str)]) -> Stands {
-    let host = FileHost::start().await;
-    let api = StudioApi::start().await;
-    let mut opts = ProxyOptions::for_stands(&api, &host).env("ADMIN_TOKEN", TOKEN);
-    for (k, v) in extra {
-        opts = opts.env(k, v);
-    }
-    opts.env.retain(|(_, v)| !v.is_empty());
-    let proxy = Proxy::start(opts).await;
-    Stands { host, api, proxy }
+    admin_stands(TOKEN, extra).await
 }
 
 /// One stored image, as a test knows it.

@@ -1,0 +1,141 @@
+//! The private admin listener (`METRICS_ADDR`): liveness, readiness,
+//! metrics, the JSON admin API and the admin web page. It must never be
+//! reachable from the internet; `/admin/` also requires `ADMIN_TOKEN` (the
+//! bearer header for the API, a signed session cookie for the page).
+//!
+//! It runs on axum (hyper 1) inside a Pingora background service rather
+//! than as a Pingora `ServeHttp` app: `ServeHttp` answers with a whole
+//! `Vec<u8>`, and the zip export must stream with bounded memory.
+//!
+//! - [`api`]: the JSON API and the health routes;
+//! - [`ui`]: the web page's routes, login, session and CSRF checks;
+//! - [`views`] and [`actions`]: the web page's reads and its POSTs;
+//! - [`pages`]: the templates' data (askama, auto-escaped);
+//! - [`auth`]: bearer token, session cookie, CSRF;
+//! - [`export`]: a user's images as a streamed zip;
+//! - [`charts`]: in-process counters sampled for the overview's charts;
+//! - [`respond`]: outcomes to HTTP, in one place.
+
+mod actions;
+mod api;
+mod assets;
+mod auth;
+mod charts;
+mod export;
+mod pages;
+mod respond;
+mod ui;
+mod views;
+
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use axum::routing::get;
+use axum::Router;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use crate::config::Config;
+use crate::hosting::Hosting;
+use crate::repo::ImageRecord;
+
+/// What every admin handler shares.
+pub struct Ctx {
+    pub cfg: Arc<Config>,
+    pub hosting: Arc<Hosting>,
+    /// `None` when `ADMIN_TOKEN` is not set: `/admin/` answers 403.
+    keys: Option<auth::Keys>,
+    charts: charts::Charts,
+}
+
+impl Ctx {
+    pub fn new(cfg: Arc<Config>, hosting: Arc<Hosting>) -> Ctx {
+        let keys = cfg
+            .admin_token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .map(auth::Keys::new);
+        Ctx {
+            cfg,
+            hosting,
+            keys,
+            charts: charts::Charts::default(),
+        }
+    }
+
+    /// The public URL of an image, as the API hands it out.
+    pub fn hosted_url(&self, r: &ImageRecord) -> String {
+        let base = self.cfg.public_base_url.as_deref().unwrap_or_default();
+        format!("{base}{}", r.key.hosted_path(r.format))
+    }
+}
+
+/// Every route of the admin listener.
+pub fn router(ctx: Arc<Ctx>) -> Router {
+    api::open_routes()
+        .merge(api::routes(ctx.clone()))
+        .merge(ui::routes(ctx.clone()))
+        .route("/admin/users/{user}/export.zip", get(export::export))
+        .fallback(api::fallback)
+        .method_not_allowed_fallback(api::fallback)
+        .layer(axum::middleware::from_fn(respond::security_headers))
+        .with_state(ctx)
+}
+
+/// The admin listener as a Pingora background service. The socket is bound
+/// when the service is built, so a taken `METRICS_ADDR` stops the start
+/// with a clear error instead of a listener that never answers.
+pub struct AdminService {
+    ctx: Arc<Ctx>,
+    listener: Mutex<Option<TcpListener>>,
+}
+
+impl AdminService {
+    pub fn bind(cfg: Arc<Config>, hosting: Arc<Hosting>) -> Result<AdminService, String> {
+        let addr = cfg.metrics_addr.clone();
+        let listener = TcpListener::bind(&addr).map_err(|e| format!("METRICS_ADDR {addr}: {e}"))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("METRICS_ADDR {addr}: {e}"))?;
+        Ok(AdminService {
+            ctx: Arc::new(Ctx::new(cfg, hosting)),
+            listener: Mutex::new(Some(listener)),
+        })
+    }
+}
+
+#[async_trait]
+impl BackgroundService for AdminService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let taken = self
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some(std_listener) = taken else {
+            return;
+        };
+        let listener = match tokio::net::TcpListener::from_std(std_listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "admin listener could not start");
+                return;
+            }
+        };
+        // The overview's charts sample the counters every 10 s, for as
+        // long as the listener runs.
+        let sampler = tokio::spawn(charts::run_sampler(self.ctx.clone()));
+        let app = router(self.ctx.clone());
+        let stop = async move {
+            let _ = shutdown.changed().await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+        sampler.abort();
+    }
+}
