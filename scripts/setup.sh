@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks to build and test permaproxy:
-# cmake (Pingora builds zlib-ng from source) and the Garage S3 server used by
+# cmake (Pingora builds zlib-ng from source), nasm (rav1e's assembly, for
+# AVIF variants: about 3x faster encodes) and the Garage S3 server used by
 # the S3 tests. Idempotent and quiet when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+command -v nasm >/dev/null 2>&1 || missing+=(nasm)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 if [ ${#missing[@]} -gt 0 ]; then
