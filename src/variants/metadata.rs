@@ -532,6 +532,7 @@ pub(crate) mod tests {
     /// A fake ICC profile: only its bytes matter to these tests.
     pub(crate) fn fake_icc() -> Vec<u8> {
         let mut icc = vec![0u8; 200];
+        icc[16..20].copy_from_slice(b"RGB ");
         icc[36..40].copy_from_slice(b"acsp");
         icc[100..120].copy_from_slice(b"permaproxy-test-icc!");
         icc

@@ -352,7 +352,13 @@ fn decode(input: &[u8], format: Format, limits: &Limits) -> Result<Decoded, Tran
 }
 
 fn finish_decode(mut d: impl ImageDecoder) -> Result<Decoded, TranscodeError> {
-    let icc = d.icc_profile().ok().flatten().filter(|p| !p.is_empty());
+    // Pixels leave as RGB(A): a grey or CMYK profile would no longer match
+    // them (browsers then ignore or misapply it), so only RGB ones are kept.
+    let icc = d
+        .icc_profile()
+        .ok()
+        .flatten()
+        .filter(|p| p.get(16..20) == Some(b"RGB "));
     let orientation = d
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
@@ -917,6 +923,20 @@ mod tests {
         let (_, t) = variant(&png, "w=128", None);
         assert!(!contains(&t.bytes, b"SECRET-GPS") && !contains(&t.bytes, b"eXIf"));
         assert_eq!(icc_of(&t.bytes, Format::Png).as_deref(), Some(&icc[..]));
+    }
+
+    #[test]
+    fn non_rgb_profiles_are_not_carried_over() {
+        // A grey profile no longer matches RGB output pixels.
+        let mut grey = fake_icc();
+        grey[16..20].copy_from_slice(b"GRAY");
+        let png = png_with(
+            &encoded(&picture(200, 100, false), image::ImageFormat::Png),
+            &[(b"iCCP", iccp(&grey))],
+        );
+        let (_, t) = variant(&png, "w=64&format=webp", None);
+        assert_image(&t.bytes, Format::Webp, 64, 32);
+        assert_eq!(icc_of(&t.bytes, Format::Webp), None);
     }
 
     #[test]
