@@ -993,6 +993,24 @@ mod tests {
     }
 
     #[test]
+    fn animated_webp_gives_first_frame() {
+        let config = webp::WebPConfig::new().unwrap();
+        let red = image::RgbaImage::from_pixel(200, 100, image::Rgba([255, 0, 0, 255]));
+        let blue = image::RgbaImage::from_pixel(200, 100, image::Rgba([0, 0, 255, 255]));
+        let mut enc = webp::AnimEncoder::new(200, 100, &config);
+        enc.add_frame(webp::AnimFrame::from_rgba(&red, 200, 100, 0));
+        enc.add_frame(webp::AnimFrame::from_rgba(&blue, 200, 100, 100));
+        let anim = enc.try_encode().unwrap().to_vec();
+        assert!(metadata::is_animated(&anim, Format::Webp));
+        let (_, t) = variant(&anim, "w=64&format=png", None);
+        let img = assert_image(&t.bytes, Format::Png, 64, 32).to_rgb8();
+        let p = img.get_pixel(32, 16).0;
+        assert!(p[0] > 200 && p[2] < 50, "first frame is red, got {p:?}");
+        let t = convert_for_store(&anim, StoreFormat::Avif, 90, &Limits::default()).unwrap();
+        assert_eq!((t.format, &t.bytes), (Format::Webp, &anim));
+    }
+
+    #[test]
     fn store_formats_produce_valid_output() {
         let input = encoded(&picture(320, 240, true), image::ImageFormat::Png);
         let t = convert_for_store(&input, StoreFormat::Webp, 90, &Limits::default()).unwrap();
