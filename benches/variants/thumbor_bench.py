@@ -13,6 +13,7 @@ import concurrent.futures as cf
 import http.client
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -58,7 +59,10 @@ def run(processes):
     proc = subprocess.Popen(
         [thumbor, "-i", "127.0.0.1", "-p", str(PORT), "-c", f.name, "-l", "error",
          "--processes", str(processes)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        # Its own process group: with --processes N the workers are forked
+        # children, which a plain terminate() of the parent would orphan.
+        start_new_session=True)
     try:
         for _ in range(100):
             try:
@@ -70,6 +74,9 @@ def run(processes):
                 time.sleep(0.2)
         else:
             raise SystemExit("thumbor did not start: " + proc.stderr.read1().decode(errors="replace"))
+        if proc.poll() is not None:
+            # Something else answered on the port: refuse to measure it.
+            raise SystemExit(f"port {PORT} is taken by another server")
         client(1.0)  # warm-up
         t = time.perf_counter()
         with cf.ThreadPoolExecutor(processes) as ex:
@@ -82,7 +89,7 @@ def run(processes):
             "median_ms": round(statistics.median(lat), 2), "out_bytes": res[0][1],
         }), flush=True)
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(10)
         os.unlink(f.name)
 
