@@ -423,7 +423,7 @@ pub fn webp_with_icc(webp: &[u8], icc: &[u8], width: u32, height: u32) -> Option
         }
         _ => return None,
     }
-    if rest.iter().any(|(k, _)| *k == b"ICCP") || *first == b"ICCP" {
+    if rest.iter().any(|(k, _)| *k == b"ICCP") {
         return None;
     }
     out.push(webp_chunk(b"ICCP", icc));

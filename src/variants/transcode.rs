@@ -926,6 +926,33 @@ mod tests {
     }
 
     #[test]
+    fn dimensions_are_upright() {
+        let pic = picture(120, 60, false);
+        // EXIF orientation 6 (a quarter turn) in PNG (eXIf before IDAT)...
+        let png = png_with(
+            &encoded(&pic, image::ImageFormat::Png),
+            &[(b"eXIf", exif_with(6))],
+        );
+        assert_eq!(dimensions(&png), Some((60, 120)));
+        // A variant has upright pixels (and no EXIF left to turn them).
+        let (r, t) = variant(&png, "w=64&format=webp", None);
+        assert_eq!((r.width, r.height), (60, 120));
+        assert_image(&t.bytes, Format::Webp, 60, 120);
+        // At the original size and format it is the original, EXIF and all.
+        let (r, t) = variant(&png, "w=64&format=png", None);
+        assert!(r.same_as_original);
+        assert_eq!(t.bytes, png);
+        // ... orientation 3 (half turn) keeps them, and no EXIF at all too.
+        let png = png_with(
+            &encoded(&pic, image::ImageFormat::Png),
+            &[(b"eXIf", exif_with(3))],
+        );
+        assert_eq!(dimensions(&png), Some((120, 60)));
+        assert_eq!(dimensions(&fixture("sample.webp")), Some((64, 48)));
+        assert_eq!(dimensions(b"not an image"), None);
+    }
+
+    #[test]
     fn non_rgb_profiles_are_not_carried_over() {
         // A grey profile no longer matches RGB output pixels.
         let mut grey = fake_icc();
