@@ -764,6 +764,52 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn random_corruption_never_panics() {
+        // Deterministic xorshift, so a failure reproduces.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let icc = fake_icc();
+        let mut exif = b"Exif\0\0".to_vec();
+        exif.extend_from_slice(&exif_with(6));
+        let inputs = [
+            (
+                png_with(&fixture("sample.png"), &[(b"eXIf", exif_with(6))]),
+                Format::Png,
+            ),
+            (
+                jpeg_with(
+                    &fixture("sample.jpg"),
+                    &[(0xe1, exif), (0xe2, icc_app2(&icc))],
+                ),
+                Format::Jpeg,
+            ),
+            (
+                webp_with_icc(&fixture("sample.webp"), &icc, 64, 48).unwrap(),
+                Format::Webp,
+            ),
+            (fixture("sample.gif"), Format::Gif),
+        ];
+        for (bytes, f) in &inputs {
+            for _ in 0..2000 {
+                let mut b = bytes.clone();
+                for _ in 0..1 + next() % 4 {
+                    let at = (next() % b.len() as u64) as usize;
+                    b[at] = next() as u8;
+                }
+                let _ = strip_metadata(&b, *f);
+                let _ = is_animated(&b, *f);
+                let _ = orientation(&b, *f);
+                let _ = super::super::transcode::dimensions(&b);
+            }
+        }
+    }
+
+    #[test]
     fn truncations_never_panic() {
         let icc = fake_icc();
         let mut exif = b"Exif\0\0".to_vec();

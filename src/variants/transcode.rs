@@ -1079,6 +1079,38 @@ mod tests {
         );
     }
 
+    #[test]
+    fn corrupted_inputs_give_errors_not_panics() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let spec = VariantSpec::parse("w=64&h=64&fit=cover&format=webp", WIDTHS)
+            .unwrap()
+            .unwrap();
+        for name in ["sample.png", "sample.jpg", "sample.webp", "sample.gif"] {
+            let bytes = fixture(name);
+            for _ in 0..150 {
+                let mut b = bytes.clone();
+                for _ in 0..1 + next() % 3 {
+                    let at = 16 + (next() % (b.len() as u64 - 16)) as usize;
+                    b[at] = next() as u8;
+                }
+                let Some((w, h)) = dimensions(&b) else {
+                    continue;
+                };
+                let r = spec.resolve(None, sniff(&b).unwrap(), w, h);
+                let out = make_variant(&b, &r, &Limits::default());
+                assert_ne!(out, Err(TranscodeError::Panicked), "{name}");
+                let out = convert_for_store(&b, StoreFormat::Webp, 90, &Limits::default());
+                assert_ne!(out, Err(TranscodeError::Panicked), "{name}");
+            }
+        }
+    }
+
     fn contains(hay: &[u8], needle: &[u8]) -> bool {
         hay.windows(needle.len()).any(|w| w == needle)
     }
