@@ -132,6 +132,8 @@ fn meta() -> ImageMeta {
         source_url: Some(URLS[0].into()),
         prediction_id: Some("rrr4tq9cd5rj20cm3yq8j5bw3g".into()),
         created_at: 1_795_000_000_000,
+        variant: None,
+        vary_accept: false,
     }
 }
 

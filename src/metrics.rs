@@ -31,6 +31,8 @@ pub struct Metrics {
     pub cleanup_deleted: IntCounterVec,
     pub user_id_missing: IntCounter,
     pub rewrite_failures: IntCounterVec,
+    pub variants: IntCounterVec,
+    pub transcode_duration: Histogram,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -90,6 +92,20 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(download_duration.clone()))
             .expect("unique metric");
+        // A transcode takes milliseconds (a 256 px WebP) to seconds (a
+        // large AVIF): the buckets reach past the request buckets' end.
+        let transcode_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "permaproxy_transcode_duration_seconds",
+                "CPU time of one transcode on the pool: a variant, or an image converted as it is stored",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+        )
+        .expect("valid metric");
+        r.register(Box::new(transcode_duration.clone()))
+            .expect("unique metric");
         let m = Metrics {
             http_requests: counter_vec(&r, "permaproxy_http_requests_total", "Requests by route (hosted, rewrite, passthrough, health) and status class", &["route", "status"]),
             http_duration,
@@ -112,6 +128,8 @@ impl Metrics {
             cleanup_deleted: counter_vec(&r, "permaproxy_cleanup_deleted_total", "Images deleted by lifecycle rules, by reason", &["reason"]),
             user_id_missing: counter(&r, "permaproxy_user_id_missing_total", "Rewrite responses left unhosted because no trusted user id was found"),
             rewrite_failures: counter_vec(&r, "permaproxy_rewrite_failures_total", "Rewrite-route responses sent unchanged because the rewrite failed, by reason (decode, not_json, panic, injected)", &["reason"]),
+            variants: counter_vec(&r, "permaproxy_variants_total", "Variant requests by outcome: made (a variant transcoded and stored, once however many requests waited), hit (answered from a stored variant), original (answered with the image itself), rejected (400, 422 or 503)", &["outcome"]),
+            transcode_duration,
             registry: r,
         };
         m.prime();
@@ -136,6 +154,9 @@ impl Metrics {
         }
         for reason in ["decode", "not_json", "panic"] {
             self.rewrite_failures.with_label_values(&[reason]);
+        }
+        for outcome in ["made", "hit", "original", "rejected"] {
+            self.variants.with_label_values(&[outcome]);
         }
     }
 }

@@ -107,7 +107,11 @@ impl Hosting {
             meta,
             loaded: std::time::Instant::now(),
         };
-        let key = img.meta.key.clone();
+        // A variant's bytes are cached under an alias of their own.
+        let key = match &img.meta.variant {
+            None => img.meta.key.clone(),
+            Some(name) => super::variants::alias(&img.meta.key, name),
+        };
         self.cache.insert(key.clone(), img.clone()).await;
         // A local delete may have run while the bytes were read: it cleared
         // memory before this insert, so clear again. Deletes elsewhere are

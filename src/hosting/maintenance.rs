@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::download::Job;
 use super::Hosting;
 use crate::clock::now_ms;
+use crate::ids::ImageKey;
 use crate::metrics;
 
 /// Pending rows claimed per statement.
@@ -90,15 +91,24 @@ impl Hosting {
     /// replica, or by `permaproxy cleanup`). One indexed query per couple of
     /// hundred cached images; the bucket is never asked.
     pub async fn drop_deleted_from_memory(&self) {
-        let keys = self.cache.keys();
-        if keys.is_empty() {
+        // Variants are checked by their image: they are deleted with it.
+        let entries = self.cache.entries();
+        let mut images: std::collections::HashSet<ImageKey> =
+            entries.iter().map(|(_, image)| image.clone()).collect();
+        images.extend(self.variant_images_in_memory());
+        if images.is_empty() {
             return;
         }
-        match self.repo.existing(&keys).await {
+        let images: Vec<ImageKey> = images.into_iter().collect();
+        match self.repo.existing(&images).await {
             Ok(alive) => {
-                for k in keys.iter().filter(|k| !alive.contains(k)) {
-                    self.cache.invalidate(k).await;
+                for (k, image) in entries.iter().filter(|(_, i)| !alive.contains(i)) {
+                    if k == image {
+                        self.cache.invalidate(k).await;
+                    }
                 }
+                let dead = images.into_iter().filter(|i| !alive.contains(i)).collect();
+                self.forget_variants_in_memory(&dead).await;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not check cached images against the database")

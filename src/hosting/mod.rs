@@ -10,6 +10,9 @@
 //! - [`cleanup`]: what is deleted, and how do deletes reach every part?
 //! - [`maintenance`]: what runs in the background (takeover, flushes)?
 //! - [`upgrade`]: how does a store written by an older version come in?
+//! - [`variants`]: where is a variant (issue 14) answered from?
+//! - [`transcoding`]: how is a variant made once, on a bounded pool, and
+//!   what happens to an image's bytes as it is stored?
 
 mod cleanup;
 mod download;
@@ -18,7 +21,9 @@ mod hits;
 mod lookup;
 mod maintenance;
 mod queries;
+mod transcoding;
 mod upgrade;
+mod variants;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -37,6 +42,7 @@ pub use cleanup::{cleanup_plan, run_cleanup, CleanupReport};
 pub use download::SharedResult;
 pub use lookup::Lookup;
 pub use upgrade::{import_legacy, reindex, ImportError, ReindexReport};
+pub use variants::{VariantFail, VariantLookup};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum HostError {
@@ -78,6 +84,9 @@ pub struct Hosting {
     /// The one-time import of an older store could not list it yet.
     import_pending: AtomicBool,
     replica_id: String,
+    /// Variants (issue 14): remembered resolutions, the transcode pool and
+    /// the makes in flight.
+    variants: variants::VariantState,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -121,6 +130,7 @@ impl Hosting {
         };
         let fetcher = Fetcher::new(&cfg, &staging).map_err(|e| format!("HTTP client: {e}"))?;
         let hosting = Arc::new(Hosting {
+            variants: variants::VariantState::new(&cfg.variants, cfg.download.max_pixels),
             replica_id: replica_id(&state_dir),
             cache: ImageCache::new(cfg.storage.memory_cache_bytes),
             cfg,

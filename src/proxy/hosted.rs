@@ -1,5 +1,9 @@
 //! Answers `GET`/`HEAD /v1/images/hosted/{userId}/{imageId}.{ext}` from
-//! memory or the store. Never forwarded upstream.
+//! memory or the store. Never forwarded upstream. With a variant query
+//! (`?w=&h=&fit=&format=&q=`, issue 14) the answer is a variant: see
+//! [`variant`].
+
+mod variant;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -40,8 +44,23 @@ async fn serve_inner(app: &App, session: &mut Session, ctx: &mut Ctx) -> Result<
     }
     check_rate(app, session)?;
     let (key, _ext) = parse_hosted_path(session.req_header().uri.path())?;
+    if let Some(spec) = variant::requested(app, session)? {
+        return variant::serve(app, session, ctx, key, spec).await;
+    }
+    serve_original(app, session, ctx, &key, false).await
+}
+
+/// The image itself. `vary` (a `format=auto` request answered with the
+/// original) adds `Vary: Accept`.
+async fn serve_original(
+    app: &App,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    key: &crate::ids::ImageKey,
+    vary: bool,
+) -> Result<(), ApiError> {
     let h = &app.hosting;
-    let (tier, body) = match h.open_image(&key).await {
+    let (tier, body) = match h.open_image(key).await {
         Lookup::Memory(img) => ("memory", Body::Memory(img)),
         Lookup::Stored(meta) => ("disk", load(app, meta).await?),
         Lookup::Fetched(meta) => ("pending", load(app, meta).await?),
@@ -67,7 +86,8 @@ async fn serve_inner(app: &App, session: &mut Session, ctx: &mut Ctx) -> Result<
         .hosted_requests
         .with_label_values(&[tier])
         .inc();
-    h.record_request(&key);
+    h.record_request(key);
+    let body = if vary { body.with_vary() } else { body };
     write_image(app, session, body).await
 }
 
@@ -102,6 +122,24 @@ impl Body {
         match self {
             Body::Memory(img) => &img.meta,
             Body::Stream(meta) => meta,
+        }
+    }
+
+    /// The same bytes answered with `Vary: Accept`. Pays for the metadata
+    /// copy only on this path (`format=auto` answered with the original).
+    fn with_vary(self) -> Body {
+        let vary = |m: &ImageMeta| {
+            std::sync::Arc::new(ImageMeta {
+                vary_accept: true,
+                ..m.clone()
+            })
+        };
+        match self {
+            Body::Memory(img) => Body::Memory(CachedImage {
+                meta: vary(&img.meta),
+                ..img
+            }),
+            Body::Stream(meta) => Body::Stream(vary(&meta)),
         }
     }
 }

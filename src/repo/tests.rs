@@ -64,6 +64,8 @@ fn meta(k: &ImageKey, size: u64, at: u64) -> ImageMeta {
         source_url: None,
         prediction_id: None,
         created_at: at,
+        variant: None,
+        vary_accept: false,
     }
 }
 

@@ -32,6 +32,34 @@ pub struct ImageMeta {
     pub prediction_id: Option<String>,
     /// When the bytes were stored, Unix milliseconds (Last-Modified).
     pub created_at: u64,
+    /// `None` for an image itself; for one of its variants (issue 14), the
+    /// variant's object name under the image's variant folder (see
+    /// [`variant_path`]). `key` stays the image's own key.
+    pub variant: Option<std::sync::Arc<str>>,
+    /// The answer depends on the request's `Accept` (`format=auto`): the
+    /// response carries `Vary: Accept`.
+    pub vary_accept: bool,
+}
+
+/// The folder holding an image's variants, beside the image:
+/// `{user}/{id}.v`. No image file can be named like it (`v` is not an
+/// image extension), and listing and reindex skip it.
+pub fn variant_dir(key: &ImageKey) -> String {
+    format!("{}/{}.v", key.user, key.id)
+}
+
+/// `{user}/{id}.v/{name}.{ext}`: one variant object.
+pub fn variant_path(key: &ImageKey, name: &str, format: Format) -> String {
+    format!("{}/{name}.{}", variant_dir(key), format.ext())
+}
+
+/// A variant's object name: lowercase letters, digits and `-` only, so it
+/// is one safe path segment on any backend.
+pub fn is_variant_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 impl ImageMeta {
@@ -44,9 +72,13 @@ impl ImageMeta {
         self.format.content_type()
     }
 
-    /// `{user}/{id}.{ext}`, relative to the store's root or prefix.
+    /// `{user}/{id}.{ext}` (a variant: `{user}/{id}.v/{name}.{ext}`),
+    /// relative to the store's root or prefix.
     pub fn relative_path(&self) -> String {
-        self.key.relative_path(self.format)
+        match &self.variant {
+            None => self.key.relative_path(self.format),
+            Some(name) => variant_path(&self.key, name, self.format),
+        }
     }
 }
 
@@ -188,6 +220,8 @@ impl MetaRecord {
             source_url: self.source_url,
             prediction_id: self.prediction_id,
             created_at: self.created_at,
+            variant: None,
+            vary_accept: false,
         })
     }
 }

@@ -256,6 +256,11 @@ fn attributes(meta: &ImageMeta) -> Attributes {
     let mut put = |k: &'static str, v: String| {
         a.insert(Attribute::Metadata(k.into()), AttributeValue::from(v));
     };
+    if let Some(name) = &meta.variant {
+        // A variant (issue 14): marked, so `reindex` never takes it for an
+        // image of its own.
+        put("permaproxy-variant", name.to_string());
+    }
     put("permaproxy-id", meta.key.id.to_string());
     put("permaproxy-user", meta.key.user.to_string());
     put("permaproxy-format", meta.format.ext().to_string());
@@ -285,6 +290,9 @@ fn meta_from_attributes(a: &Attributes, size: u64) -> Option<ImageMeta> {
             .decode_utf8_lossy()
             .to_string()
     };
+    if get("permaproxy-variant").is_some() {
+        return None;
+    }
     let format = Format::from_ext(&get("permaproxy-format")?)?;
     let key = ImageKey::new(
         UserId::parse(&get("permaproxy-user")?)?,
@@ -298,6 +306,8 @@ fn meta_from_attributes(a: &Attributes, size: u64) -> Option<ImageMeta> {
         source_url: get("permaproxy-source").map(decode),
         prediction_id: get("permaproxy-prediction").map(decode),
         created_at: get("permaproxy-created")?.parse().ok()?,
+        variant: None,
+        vary_accept: false,
     })
 }
 
@@ -363,7 +373,10 @@ impl Store for ObjectBackend {
             .try_filter(|o| {
                 let name = o.location.as_ref();
                 let rel = name.strip_prefix(self.prefix.as_str()).unwrap_or(name);
-                futures::future::ready(!rel.starts_with('~'))
+                // Variants live under `{user}/{id}.v/`: skipped without the
+                // HEAD that would read their marker.
+                let variant = rel.split('/').nth(1).is_some_and(|d| d.ends_with(".v"));
+                futures::future::ready(!rel.starts_with('~') && !variant)
             })
             .try_collect()
             .await
@@ -459,8 +472,19 @@ mod tests {
             source_url: Some("https://replicate.delivery/x/out-0.webp?a=1&b=é".into()),
             prediction_id: Some("p 1/2".into()),
             created_at: 1_700_000_000_123,
+            variant: None,
+            vary_accept: false,
         };
         let back = meta_from_attributes(&attributes(&meta), 42).unwrap();
         assert_eq!(back, meta);
+        let variant = ImageMeta {
+            variant: Some("v1-w256-h256-inside-webp-q80-0123456789abcdef".into()),
+            ..meta
+        };
+        assert_eq!(
+            meta_from_attributes(&attributes(&variant), 42),
+            None,
+            "a variant is never listed as an image"
+        );
     }
 }

@@ -65,7 +65,7 @@ pub mod params;
 pub mod transcode;
 
 pub use metadata::strip_metadata;
-pub use params::{Fit, OutputFormat, Resolved, VariantError, VariantSpec};
+pub use params::{negotiate, Fit, OutputFormat, Resolved, VariantError, VariantSpec};
 pub use transcode::{
     can_decode, convert_for_store, dimensions, make_variant, Limits, StoreFormat, TranscodeError,
     Transcoded,

@@ -467,8 +467,10 @@ fn crops_or_pads(w: u32, h: u32, ow: u32, oh: u32) -> bool {
     h_for_w != h && w_for_h != w
 }
 
-/// AVIF, then WebP, when `Accept` names them explicitly with q > 0.
-fn negotiate(accept: Option<&str>) -> Option<Format> {
+/// AVIF, then WebP, when `Accept` names them explicitly with q > 0. Public
+/// so a cache can key `format=auto` answers on this choice alone rather
+/// than on the whole `Accept` header.
+pub fn negotiate(accept: Option<&str>) -> Option<Format> {
     let accept = accept?;
     let mut avif = false;
     let mut webp = false;

@@ -210,8 +210,7 @@ impl Proxy {
             let ok = |r: reqwest::Result<reqwest::Response>| {
                 r.is_ok_and(|resp| resp.status().as_u16() == 200)
             };
-            if ok(self.client.get(&url).send().await) && ok(self.client.get(&public).send().await)
-            {
+            if ok(self.client.get(&url).send().await) && ok(self.client.get(&public).send().await) {
                 return Ok(());
             }
             if Instant::now() >= deadline {
