@@ -299,3 +299,6 @@ impl SqlRepo {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests;
