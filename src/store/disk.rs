@@ -473,3 +473,6 @@ fn repair(root: &Path, key: &ImageKey, fix: bool) -> Option<ImageMeta> {
     tracing::info!(image = %key, "rebuilt metadata from the image bytes");
     Some(meta)
 }
+
+#[cfg(test)]
+mod tests;
