@@ -33,6 +33,7 @@ pub struct Metrics {
     pub rewrite_failures: IntCounterVec,
     pub variants: IntCounterVec,
     pub transcode_duration: Histogram,
+    pub transcodes_in_flight: IntGauge,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -97,7 +98,7 @@ impl Metrics {
         let transcode_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "permaproxy_transcode_duration_seconds",
-                "CPU time of one transcode on the pool: a variant, or an image converted as it is stored",
+                "Time one transcode took on the pool: a variant, or an image converted as it is stored",
             )
             .buckets(vec![
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -130,6 +131,7 @@ impl Metrics {
             rewrite_failures: counter_vec(&r, "permaproxy_rewrite_failures_total", "Rewrite-route responses sent unchanged because the rewrite failed, by reason (decode, not_json, panic, injected)", &["reason"]),
             variants: counter_vec(&r, "permaproxy_variants_total", "Variant requests by outcome: made (a variant transcoded and stored, once however many requests waited), hit (answered from a stored variant), original (answered with the image itself), rejected (400, 422 or 503)", &["outcome"]),
             transcode_duration,
+            transcodes_in_flight: gauge(&r, "permaproxy_transcodes_in_flight", "Variant makes admitted: running or waiting for a transcode slot (at most IMAGE_TRANSCODE_CONCURRENCY + IMAGE_TRANSCODE_QUEUE)"),
             registry: r,
         };
         m.prime();

@@ -58,6 +58,24 @@ fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
+/// A make's place in the pool and its queue, shown by a gauge while held.
+struct Admitted {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Admitted {
+    fn new(permit: tokio::sync::OwnedSemaphorePermit) -> Admitted {
+        metrics::get().transcodes_in_flight.inc();
+        Admitted { _permit: permit }
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        metrics::get().transcodes_in_flight.dec();
+    }
+}
+
 /// Writes `data` to a new fsynced file in `dir`, deleted when dropped.
 fn stage(dir: &Path, data: &[u8]) -> std::io::Result<tempfile::TempPath> {
     use std::io::Write;
@@ -84,12 +102,13 @@ impl Hosting {
         if let Some(f) = inflight.get(&id) {
             return Ok(f.clone());
         }
-        let admitted = self
-            .variants
-            .admission
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| VariantFail::Busy)?;
+        let admitted = Admitted::new(
+            self.variants
+                .admission
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| VariantFail::Busy)?,
+        );
         let this = self.clone();
         let (spec, negotiated) = (request.spec, request.negotiated);
         let task_id = id.clone();

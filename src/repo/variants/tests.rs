@@ -80,7 +80,10 @@ async fn recorded_once_and_read_back() {
         );
         let t = repo.totals().await.unwrap();
         assert_eq!((t.images, t.bytes), (1, 1300), "variant bytes count");
-        assert_eq!(repo.variant_bytes(&[k.clone()]).await.unwrap()[&k], 300);
+        assert_eq!(
+            repo.variant_bytes(std::slice::from_ref(&k)).await.unwrap()[&k],
+            300
+        );
         repo.forget_variant(&k, W256).await.unwrap();
         assert_eq!(repo.get_variant(&k, W256).await.unwrap(), None);
     }
@@ -122,7 +125,10 @@ async fn deletes_take_variants_along() {
             }
         }
         repo.delete_images(std::slice::from_ref(&a)).await.unwrap();
-        let mut queued = repo.queued_variant_deletes(&[a.clone()]).await.unwrap();
+        let mut queued = repo
+            .queued_variant_deletes(std::slice::from_ref(&a))
+            .await
+            .unwrap();
         queued.sort();
         assert_eq!(
             queued,
@@ -143,7 +149,7 @@ async fn deletes_take_variants_along() {
         assert_eq!(gone[0].key, b);
         assert_eq!(repo.get_variant(&b, W64).await.unwrap(), None);
         assert_eq!(
-            repo.queued_variant_deletes(&[b.clone()])
+            repo.queued_variant_deletes(std::slice::from_ref(&b))
                 .await
                 .unwrap()
                 .len(),
@@ -161,7 +167,7 @@ async fn deletes_take_variants_along() {
         repo.delete_user(&c.user).await.unwrap();
         assert_eq!(repo.get_variant(&c, W256).await.unwrap(), None);
         assert_eq!(
-            repo.queued_variant_deletes(&[c.clone()])
+            repo.queued_variant_deletes(std::slice::from_ref(&c))
                 .await
                 .unwrap()
                 .len(),
@@ -169,7 +175,7 @@ async fn deletes_take_variants_along() {
         );
         assert!(repo.get_variant(&other, W256).await.unwrap().is_some());
         assert!(repo
-            .queued_variant_deletes(&[other.clone()])
+            .queued_variant_deletes(std::slice::from_ref(&other))
             .await
             .unwrap()
             .is_empty());
