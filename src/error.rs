@@ -52,6 +52,8 @@ pub enum ApiError {
     VariantTooLarge(String),
     #[error("the stored image cannot be decoded: {0}")]
     ImageUndecodable(String),
+    #[error("this image has {0} variants already, the most IMAGE_VARIANTS_PER_IMAGE allows; ask for one of those")]
+    TooManyVariants(u64),
 }
 
 #[derive(Serialize)]
@@ -84,6 +86,7 @@ impl ApiError {
             ApiError::TranscodeBusy { .. } => 503,
             ApiError::VariantTooLarge(_) => 422,
             ApiError::ImageUndecodable(_) => 422,
+            ApiError::TooManyVariants(_) => 422,
         }
     }
 
@@ -108,6 +111,7 @@ impl ApiError {
             ApiError::TranscodeBusy { .. } => "transcode_busy",
             ApiError::VariantTooLarge(_) => "variant_too_large",
             ApiError::ImageUndecodable(_) => "image_undecodable",
+            ApiError::TooManyVariants(_) => "too_many_variants",
         }
     }
 
@@ -154,6 +158,7 @@ impl From<crate::hosting::VariantFail> for ApiError {
             },
             F::TooLarge(why) => ApiError::VariantTooLarge(why),
             F::Undecodable(why) => ApiError::ImageUndecodable(why),
+            F::TooMany(n) => ApiError::TooManyVariants(n),
             F::Internal(why) => ApiError::Internal(why),
             // Answered with a redirect before it gets here; if not, the
             // image is not ready, which is what 503 says.

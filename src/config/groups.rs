@@ -282,6 +282,8 @@ pub struct VariantsConfig {
     pub queue: usize,
     /// Estimated peak heap of one transcode, checked before decoding.
     pub memory_bytes: u64,
+    /// Variants stored per image at most.
+    pub per_image: u64,
     pub strip_metadata: bool,
     pub store_format: crate::variants::StoreFormat,
     pub store_quality: u8,
@@ -339,6 +341,7 @@ pub(super) fn variants(raw: &Raw) -> Result<VariantsConfig, ConfigError> {
         memory_bytes: raw
             .positive::<u64>("IMAGE_TRANSCODE_MEMORY_MB")?
             .saturating_mul(1 << 20),
+        per_image: raw.positive::<u64>("IMAGE_VARIANTS_PER_IMAGE")?,
         strip_metadata: raw.bool("IMAGE_STRIP_METADATA")?,
         store_format,
         store_quality,

@@ -83,6 +83,7 @@ pub const SETTINGS: &[Setting] = &[
     s("IMAGE_VARIANT_WIDTHS", "64,128,256,512,1024,2048", "comma list of the widths a variant may ask for (?w=); any other width gets 400; empty turns resizing off"),
     s("IMAGE_TRANSCODE_CONCURRENCY", "0", "variants and ingest transcodes made at once, each on one blocking thread off the async workers; 0 means one per core"),
     s("IMAGE_TRANSCODE_QUEUE", "32", "variant makes that may wait for a transcode slot; beyond that, requests get 503 with Retry-After"),
+    s("IMAGE_VARIANTS_PER_IMAGE", "32", "most variants stored per image; a request for one more gets 422 (heights, fits, formats and qualities multiply, so widths alone do not bound them)"),
     s("IMAGE_TRANSCODE_MEMORY_MB", "256", "estimated peak memory of one transcode (decode, resize, encode), checked from the header before decoding; a variant that needs more gets 422"),
     s("IMAGE_STRIP_METADATA", "true", "strip EXIF, XMP and text metadata from images as they are stored, keeping ICC colour profiles (variants are always stripped)"),
     s("IMAGE_STORE_FORMAT", "original", "original | webp | avif: transcode images as they are stored (kept as they are when not smaller, animated or AVIF); hosted URLs carry the stored format's extension"),

@@ -96,6 +96,10 @@ impl Hosting {
         vkey: &str,
     ) -> Result<SharedMake, VariantFail> {
         let id = (request.key.clone(), vkey.to_string());
+        // Refused lately: no slot is taken to say so again.
+        if let Some(fail) = self.variants.refused.get(&id) {
+            return Err(fail);
+        }
         // Held while the task is spawned and registered: the task removes
         // its entry under the same lock, so it can never run first.
         let mut inflight = lock(&self.variants.inflight);
@@ -172,6 +176,16 @@ impl Hosting {
         let vkey = resolved.key();
         if let Some(done) = self.existing_variant(&source.meta, &vkey).await? {
             return Ok(done);
+        }
+        // Heights, fits, formats and qualities multiply: without a bound per
+        // image, one image could be made into millions of stored files.
+        let stored = self
+            .repo
+            .variant_count(&key)
+            .await
+            .map_err(|e| VariantFail::StoreDown(e.to_string()))?;
+        if stored >= self.variants.per_image {
+            return Err(VariantFail::TooMany(stored));
         }
         let limits = self.variants.limits;
         let started = Instant::now();

@@ -43,6 +43,8 @@ pub enum VariantFail {
     Busy,
     /// Over IMAGE_MAX_PIXELS or the memory budget.
     TooLarge(String),
+    /// The image has IMAGE_VARIANTS_PER_IMAGE variants already.
+    TooMany(u64),
     /// The stored bytes do not decode.
     Undecodable(String),
     Internal(String),
@@ -78,6 +80,7 @@ enum Resolution {
 
 pub(super) struct VariantState {
     pub(super) limits: Limits,
+    pub(super) per_image: u64,
     /// Transcodes running at once: IMAGE_TRANSCODE_CONCURRENCY.
     pub(super) compute: Arc<tokio::sync::Semaphore>,
     /// Makes running or waiting: concurrency + IMAGE_TRANSCODE_QUEUE.
@@ -90,6 +93,7 @@ pub(super) struct VariantState {
 impl VariantState {
     pub(super) fn new(cfg: &VariantsConfig, max_pixels: u64) -> VariantState {
         VariantState {
+            per_image: cfg.per_image,
             limits: Limits {
                 max_pixels,
                 max_memory_bytes: cfg.memory_bytes,

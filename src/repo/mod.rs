@@ -305,6 +305,9 @@ pub trait Repo: Send + Sync {
     /// remove them right after the delete that queued them.
     async fn queued_variant_deletes(&self, keys: &[ImageKey]) -> Result<Vec<String>, RepoError>;
 
+    /// How many variants of this image are stored.
+    async fn variant_count(&self, key: &ImageKey) -> Result<u64, RepoError>;
+
     /// Forgets a variant row whose object is gone, so it is made again.
     async fn forget_variant(&self, key: &ImageKey, variant_key: &str) -> Result<(), RepoError>;
 }

@@ -298,6 +298,10 @@ impl Repo for SqlRepo {
         self.queued_variant_paths(keys).await
     }
 
+    async fn variant_count(&self, key: &ImageKey) -> Result<u64, RepoError> {
+        self.variant_count_of(key).await
+    }
+
     async fn forget_variant(&self, key: &ImageKey, variant_key: &str) -> Result<(), RepoError> {
         self.forget_variant_row(key, variant_key).await
     }

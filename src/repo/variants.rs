@@ -231,6 +231,18 @@ impl SqlRepo {
         Ok(VariantPut::Recorded)
     }
 
+    pub(super) async fn variant_count_of(&self, key: &ImageKey) -> Result<u64, RepoError> {
+        let r = sqlx::query(
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM image_variants \
+             WHERE user_id = $1 AND image_id = $2",
+        )
+        .bind(key.user.as_str())
+        .bind(key.id.as_str())
+        .fetch_one(&self.read)
+        .await?;
+        Ok(from_db(r.try_get("n")?))
+    }
+
     pub(super) async fn forget_variant_row(
         &self,
         key: &ImageKey,

@@ -459,6 +459,45 @@ mod tests {
         );
     }
 
+    /// `reindex` on S3 lists the bucket: variant objects (issue 14) must not
+    /// come back as images, and are skipped without a HEAD each.
+    #[tokio::test]
+    async fn listing_skips_variants() {
+        let store = ObjectBackend::memory();
+        let dir = tempfile::tempdir().unwrap();
+        let staged = dir.path().join("s");
+        let image = ImageMeta {
+            key: ImageKey::new(
+                UserId::parse("u").unwrap(),
+                ImageId::parse("img_0123456789abcdef01234567").unwrap(),
+            ),
+            format: Format::Png,
+            size: 3,
+            sha256: "ab".repeat(32),
+            source_url: None,
+            prediction_id: None,
+            created_at: 1,
+            variant: None,
+            vary_accept: false,
+        };
+        let variant = ImageMeta {
+            format: Format::Webp,
+            variant: Some("v1-w64-h64-inside-webp-q80-abababababababab".into()),
+            ..image.clone()
+        };
+        for m in [&image, &variant] {
+            std::fs::write(&staged, b"abc").unwrap();
+            store.put(&staged, m).await.unwrap();
+        }
+        assert_eq!(store.list().await.unwrap(), vec![image.clone()]);
+        assert_eq!(&store.read_all(&variant).await.unwrap()[..], b"abc");
+        store.delete(&variant.relative_path()).await.unwrap();
+        assert!(matches!(
+            store.read_all(&variant).await,
+            Err(StoreError::NotFound)
+        ));
+    }
+
     #[test]
     fn metadata_round_trips_through_attributes() {
         let meta = ImageMeta {

@@ -55,6 +55,8 @@ pub async fn host(s: &Stands, name: &str, bytes: &[u8], user: &str) -> Hosted {
     let ct = match image::guess_format(bytes) {
         Ok(image::ImageFormat::Jpeg) => "image/jpeg",
         Ok(image::ImageFormat::WebP) => "image/webp",
+        Ok(image::ImageFormat::Gif) => "image/gif",
+        Ok(image::ImageFormat::Avif) => "image/avif",
         _ => "image/png",
     };
     let src = s.host.add_url(&format!("/pbxt/{name}"), bytes.to_vec(), ct);

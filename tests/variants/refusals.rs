@@ -112,3 +112,23 @@ async fn a_pixel_bomb_is_refused_without_its_memory() {
     let r = get(&s.proxy, &h, "", &[]).await;
     assert_same_bytes(&r.body, crate::BOMB, "the original");
 }
+
+/// Widths are listed, but heights, fits, formats and qualities multiply:
+/// the variants stored per image are bounded too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variants_per_image_are_bounded() {
+    let s = stands(&[("IMAGE_VARIANTS_PER_IMAGE", "2")]).await;
+    let h = host(&s, "photo.png", crate::PHOTO, "pia").await;
+    for q in ["w=64", "w=64&format=webp"] {
+        assert_eq!(get(&s.proxy, &h, q, &[]).await.status, 200, "?{q}");
+    }
+    let r = get(&s.proxy, &h, "w=64&format=webp&q=81", &[]).await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.json()["code"], "too_many_variants");
+    assert_eq!(
+        get(&s.proxy, &h, "w=64", &[]).await.status,
+        200,
+        "still served"
+    );
+    assert_eq!(crate::variant_rows(&s.proxy, &h).await, 2);
+}

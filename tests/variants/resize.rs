@@ -149,3 +149,17 @@ async fn no_upscaling_the_original_size_is_served() {
     assert_eq!(variants_total(&s.proxy, "made").await, 2.0);
     assert!(variant_files(&s.proxy, &h).len() == 2);
 }
+
+/// AVIF cannot be decoded here: its variants are the original itself. A
+/// GIF's resized variant is its first frame, as PNG.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avif_is_served_as_it_is_and_gif_becomes_png() {
+    let s = stands(&[]).await;
+    let avif = host(&s, "sample.avif", fixtures::AVIF, "quinn").await;
+    let r = get(&s.proxy, &avif, "w=64&format=webp", &[]).await;
+    assert_eq!((r.status, r.h("content-type")), (200, "image/avif"));
+    assert_eq!(variants_total(&s.proxy, "original").await, 1.0);
+    let gif = host(&s, "sample.gif", fixtures::GIF, "quinn").await;
+    let r = get(&s.proxy, &gif, "w=64&h=32&fit=cover", &[]).await;
+    assert_eq!(decoded(&r), (ImageFormat::Png, 64, 32));
+}

@@ -68,6 +68,7 @@ async fn recorded_once_and_read_back() {
         assert_eq!(repo.record_variant(&v).await.unwrap(), VariantPut::Recorded);
         assert_eq!(repo.get_variant(&k, W256).await.unwrap(), Some(v.clone()));
         assert_eq!(repo.get_variant(&k, W64).await.unwrap(), None);
+        assert_eq!(repo.variant_count(&k).await.unwrap(), 1);
         // A second make of the same variant (another replica) loses.
         let other = variant(&k, W256, 310, "ef");
         assert_eq!(
