@@ -150,6 +150,8 @@ impl Hosting {
         if let Some(done) = self.existing_variant(&source.meta, vkey).await? {
             return Ok(done);
         }
+        // The slot is taken before the image is read, so the images held
+        // in memory for makes are bounded by the pool too, not the queue.
         let cpu = self
             .variants
             .compute
@@ -173,10 +175,13 @@ impl Hosting {
         let (w, h) = variants::dimensions(&bytes)
             .ok_or_else(|| VariantFail::Undecodable("no dimensions in the header".into()))?;
         let resolved = spec.resolve(accept_for(negotiated), source.meta.format, w, h);
-        let vkey = resolved.key();
-        if let Some(done) = self.existing_variant(&source.meta, &vkey).await? {
-            return Ok(done);
-        }
+        let vkey = match resolved.key() {
+            same if same == vkey => same,
+            other => match self.existing_variant(&source.meta, &other).await? {
+                Some(done) => return Ok(done),
+                None => other,
+            },
+        };
         // Heights, fits, formats and qualities multiply: without a bound per
         // image, one image could be made into millions of stored files.
         let stored = self
