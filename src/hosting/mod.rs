@@ -15,6 +15,7 @@
 //!   what happens to an image's bytes as it is stored?
 
 mod cleanup;
+mod cpu_pool;
 mod download;
 mod handout;
 mod hits;
@@ -129,8 +130,9 @@ impl Hosting {
             Err(e) => return Err(e.to_string()),
         };
         let fetcher = Fetcher::new(&cfg, &staging).map_err(|e| format!("HTTP client: {e}"))?;
+        let variants = variants::VariantState::new(&cfg.variants, cfg.download.max_pixels)?;
         let hosting = Arc::new(Hosting {
-            variants: variants::VariantState::new(&cfg.variants, cfg.download.max_pixels),
+            variants,
             replica_id: replica_id(&state_dir),
             cache: ImageCache::new(cfg.storage.memory_cache_bytes),
             cfg,

@@ -194,10 +194,12 @@ impl Hosting {
         }
         let limits = self.variants.limits;
         let started = Instant::now();
-        let out =
-            tokio::task::spawn_blocking(move || variants::make_variant(&bytes, &resolved, &limits))
-                .await
-                .map_err(|e| VariantFail::Internal(format!("transcode task: {e}")))?;
+        let out = self
+            .variants
+            .threads
+            .run(move || variants::make_variant(&bytes, &resolved, &limits))
+            .await
+            .map_err(VariantFail::Internal)?;
         metrics::get()
             .transcode_duration
             .observe(started.elapsed().as_secs_f64());
@@ -339,10 +341,14 @@ impl Hosting {
         );
         let limits = self.variants.limits;
         let started = Instant::now();
-        let job = tokio::task::spawn_blocking(move || {
-            prepare_file(&path, format, target, quality, strip, &limits)
-        })
-        .await;
+        let work = move || prepare_file(&path, format, target, quality, strip, &limits);
+        let job = if convert {
+            self.variants.threads.run(work).await
+        } else {
+            tokio::task::spawn_blocking(work)
+                .await
+                .map_err(|e| e.to_string())
+        };
         if convert {
             metrics::get()
                 .transcode_duration

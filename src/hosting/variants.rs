@@ -81,8 +81,10 @@ enum Resolution {
 pub(super) struct VariantState {
     pub(super) limits: Limits,
     pub(super) per_image: u64,
-    /// Transcodes running at once: IMAGE_TRANSCODE_CONCURRENCY.
+    /// Transcodes running at once: IMAGE_TRANSCODE_CONCURRENCY, on as
+    /// many threads of their own.
     pub(super) compute: Arc<tokio::sync::Semaphore>,
+    pub(super) threads: super::cpu_pool::CpuPool,
     /// Makes running or waiting: concurrency + IMAGE_TRANSCODE_QUEUE.
     pub(super) admission: Arc<tokio::sync::Semaphore>,
     pub(super) inflight: Mutex<HashMap<(ImageKey, String), SharedMake>>,
@@ -91,8 +93,9 @@ pub(super) struct VariantState {
 }
 
 impl VariantState {
-    pub(super) fn new(cfg: &VariantsConfig, max_pixels: u64) -> VariantState {
-        VariantState {
+    pub(super) fn new(cfg: &VariantsConfig, max_pixels: u64) -> Result<VariantState, String> {
+        Ok(VariantState {
+            threads: super::cpu_pool::CpuPool::new(cfg.concurrency)?,
             per_image: cfg.per_image,
             limits: Limits {
                 max_pixels,
@@ -106,7 +109,7 @@ impl VariantState {
                 .max_capacity(REFUSED_ENTRIES)
                 .time_to_live(REFUSED_FOR)
                 .build(),
-        }
+        })
     }
 }
 
