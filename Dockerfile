@@ -48,8 +48,10 @@ RUN set -eu; \
 ############################
 FROM rust:1-bookworm AS builder
 # cmake: libz-ng-sys (pulled in by Pingora) builds zlib-ng from source.
+# nasm: rav1e's x86 assembly (AVIF encoding for variants). Nothing new is
+# needed at run time: libwebp and rav1e are linked statically.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends cmake \
+ && apt-get install -y --no-install-recommends cmake nasm \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 

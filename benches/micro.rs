@@ -133,6 +133,8 @@ fn meta() -> ImageMeta {
         prediction_id: Some("rrr4tq9cd5rj20cm3yq8j5bw3g".into()),
         created_at: 1_795_000_000_000,
         private: false,
+        variant: None,
+        vary_accept: false,
     }
 }
 

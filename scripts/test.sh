@@ -30,4 +30,4 @@ echo "== tests with PostgreSQL ($PERMAPROXY_TEST_POSTGRES_URL) ==" >&2
 # The suites that keep metadata; the pure property tests and the benches
 # do not touch a database and ran above.
 cargo test --lib --test core --test reliability --test lifecycle --test operations \
-  --test user_ids --test s3 --test webhooks --test signing --test admin_ui "$@"
+  --test user_ids --test s3 --test webhooks --test signing --test variants --test admin_ui "$@"

@@ -93,11 +93,38 @@ impl ImageCache {
             .set(c.entry_count() as i64);
     }
 
-    /// The keys held now, to check against the database.
-    pub fn keys(&self) -> Vec<ImageKey> {
+    /// The keys held now, each with the image it belongs to (itself, or
+    /// for a variant the image it was made from), to check against the
+    /// database.
+    pub fn entries(&self) -> Vec<(ImageKey, ImageKey)> {
         match &self.inner {
-            Some(c) => c.iter().map(|(k, _)| (*k).clone()).collect(),
+            Some(c) => c
+                .iter()
+                .map(|(k, v)| ((*k).clone(), v.meta.key.clone()))
+                .collect(),
             None => Vec::new(),
         }
+    }
+
+    /// Drops the variants of these images (issue 14): they are cached
+    /// under alias keys, so they are found by the image they belong to.
+    /// One pass over the cache; deletes are rare and come in batches.
+    pub async fn invalidate_variants_of(&self, images: &std::collections::HashSet<ImageKey>) {
+        let Some(c) = &self.inner else {
+            return;
+        };
+        let stale: Vec<Arc<ImageKey>> = c
+            .iter()
+            .filter(|(_, v)| v.meta.variant.is_some() && images.contains(&v.meta.key))
+            .map(|(k, _)| k)
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        for k in stale {
+            c.invalidate(&*k).await;
+        }
+        c.run_pending_tasks().await;
+        self.publish(c);
     }
 }

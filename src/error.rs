@@ -45,16 +45,33 @@ pub enum ApiError {
     SignatureInvalid,
     #[error("the signed URL has expired")]
     UrlExpired,
+    #[error("URL signing is off: set IMAGE_URL_SIGNING and IMAGE_SIGNING_KEYS")]
+    SigningOff,
     #[error("admin API disabled: set ADMIN_TOKEN to enable it")]
     AdminDisabled,
     #[error("internal error")]
     Internal(String),
+    /// A variant query (issue 14) that names an unknown parameter, a width
+    /// not in IMAGE_VARIANT_WIDTHS, or a bad value. The body names the
+    /// parameter; the code is the variant error's own.
+    #[error("{0}")]
+    BadVariant(crate::variants::VariantError),
+    #[error("too many variants are being made; try again shortly")]
+    TranscodeBusy { retry_after_secs: u64 },
+    #[error("this variant cannot be made: {0}")]
+    VariantTooLarge(String),
+    #[error("the stored image cannot be decoded: {0}")]
+    ImageUndecodable(String),
+    #[error("this image has {0} variants already, the most IMAGE_VARIANTS_PER_IMAGE allows; ask for one of those")]
+    TooManyVariants(u64),
 }
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     error: String,
     code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameter: Option<&'a str>,
 }
 
 impl ApiError {
@@ -76,8 +93,14 @@ impl ApiError {
             ApiError::WebhookRejected(_) => 401,
             ApiError::SignatureRequired | ApiError::SignatureInvalid => 403,
             ApiError::UrlExpired => 410,
+            ApiError::SigningOff => 409,
             ApiError::AdminDisabled => 403,
             ApiError::Internal(_) => 500,
+            ApiError::BadVariant(_) => 400,
+            ApiError::TranscodeBusy { .. } => 503,
+            ApiError::VariantTooLarge(_) => 422,
+            ApiError::ImageUndecodable(_) => 422,
+            ApiError::TooManyVariants(_) => 422,
         }
     }
 
@@ -100,15 +123,22 @@ impl ApiError {
             ApiError::SignatureRequired => "signature_required",
             ApiError::SignatureInvalid => "signature_invalid",
             ApiError::UrlExpired => "url_expired",
+            ApiError::SigningOff => "signing_off",
             ApiError::AdminDisabled => "admin_disabled",
             ApiError::Internal(_) => "internal",
+            ApiError::BadVariant(e) => e.code(),
+            ApiError::TranscodeBusy { .. } => "transcode_busy",
+            ApiError::VariantTooLarge(_) => "variant_too_large",
+            ApiError::ImageUndecodable(_) => "image_undecodable",
+            ApiError::TooManyVariants(_) => "too_many_variants",
         }
     }
 
     /// Extra headers that the status requires (RFC 9110 asks for them).
     pub fn extra_headers(&self) -> Vec<(&'static str, String)> {
         match self {
-            ApiError::RateLimited { retry_after_secs } => {
+            ApiError::RateLimited { retry_after_secs }
+            | ApiError::TranscodeBusy { retry_after_secs } => {
                 vec![("retry-after", retry_after_secs.max(&1).to_string())]
             }
             ApiError::RangeNotSatisfiable { size } => {
@@ -126,15 +156,46 @@ impl ApiError {
             ApiError::Internal(_) => "internal error".to_string(),
             other => other.to_string(),
         };
-        json_error(self.code(), &message)
+        let parameter = match self {
+            ApiError::BadVariant(e) => Some(e.parameter()),
+            _ => None,
+        };
+        error_body(self.code(), &message, parameter)
+    }
+}
+
+impl From<crate::hosting::VariantFail> for ApiError {
+    fn from(f: crate::hosting::VariantFail) -> ApiError {
+        use crate::hosting::VariantFail as F;
+        match f {
+            F::Missing => ApiError::ImageNotFound,
+            F::Unavailable(why) => ApiError::ImageUnavailable(why),
+            F::StoreDown(why) => ApiError::StorageUnavailable(why),
+            // A queue of a few dozen makes drains within seconds.
+            F::Busy => ApiError::TranscodeBusy {
+                retry_after_secs: 1,
+            },
+            F::TooLarge(why) => ApiError::VariantTooLarge(why),
+            F::Undecodable(why) => ApiError::ImageUndecodable(why),
+            F::TooMany(n) => ApiError::TooManyVariants(n),
+            F::Internal(why) => ApiError::Internal(why),
+            // Answered with a redirect before it gets here; if not, the
+            // image is not ready, which is what 503 says.
+            F::Redirect(_) => ApiError::StorageUnavailable("the image is still downloading".into()),
+        }
     }
 }
 
 /// A stable JSON error body.
 pub fn json_error(code: &str, message: &str) -> Bytes {
+    error_body(code, message, None)
+}
+
+fn error_body(code: &str, message: &str, parameter: Option<&str>) -> Bytes {
     let body = ErrorBody {
         error: message.to_string(),
         code,
+        parameter,
     };
     // Serializing two strings cannot fail; fall back to a fixed body anyway
     // so no request path can panic here.
@@ -159,6 +220,23 @@ mod tests {
     fn internal_details_are_not_leaked() {
         let body = ApiError::Internal("secret path /etc".into()).body();
         assert!(!String::from_utf8_lossy(&body).contains("/etc"));
+    }
+
+    #[test]
+    fn variant_errors_name_the_parameter() {
+        let e = crate::variants::VariantSpec::parse("w=300", &[256]).unwrap_err();
+        let e = ApiError::BadVariant(e);
+        assert_eq!(e.status(), 400);
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(v["code"], "width_not_allowed");
+        assert_eq!(v["parameter"], "w");
+        let v: serde_json::Value = serde_json::from_slice(&ApiError::ImageGone.body()).unwrap();
+        assert!(v.get("parameter").is_none(), "only variant errors carry it");
+        let busy = ApiError::TranscodeBusy {
+            retry_after_secs: 1,
+        };
+        assert_eq!((busy.status(), busy.code()), (503, "transcode_busy"));
+        assert_eq!(busy.extra_headers()[0].0, "retry-after");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! - [`migrate`]: copying a disk store into a bucket.
 //! - [`serve`]: hosted-image responses (ETag, Range, conditional requests).
 //! - [`admin`]: the private admin listener (health, metrics, admin API, web page).
+//! - [`variants`]: resized/converted image variants and metadata stripping.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -41,4 +42,5 @@ pub mod signing;
 pub mod sources;
 pub mod store;
 pub mod userid;
+pub mod variants;
 pub mod webhook;

@@ -33,6 +33,9 @@ pub struct Metrics {
     pub rewrite_failures: IntCounterVec,
     pub webhooks: IntCounterVec,
     pub webhook_anonymous: IntCounter,
+    pub variants: IntCounterVec,
+    pub transcode_duration: Histogram,
+    pub transcodes_in_flight: IntGauge,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -92,6 +95,20 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(download_duration.clone()))
             .expect("unique metric");
+        // A transcode takes milliseconds (a 256 px WebP) to seconds (a
+        // large AVIF): the buckets reach past the request buckets' end.
+        let transcode_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "permaproxy_transcode_duration_seconds",
+                "Time one transcode took on the pool: a variant, or an image converted as it is stored",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+        )
+        .expect("valid metric");
+        r.register(Box::new(transcode_duration.clone()))
+            .expect("unique metric");
         let m = Metrics {
             http_requests: counter_vec(&r, "permaproxy_http_requests_total", "Requests by route (hosted, rewrite, passthrough, health) and status class", &["route", "status"]),
             http_duration,
@@ -116,6 +133,9 @@ impl Metrics {
             webhooks: counter_vec(&r, "permaproxy_webhooks_total", "Replicate webhooks on capture routes, by outcome (captured, unverified, rejected, duplicate)", &["outcome"]),
             webhook_anonymous: counter(&r, "permaproxy_webhook_anonymous_total", "Captured webhooks whose user was neither learned from the prediction nor given in the URL"),
             rewrite_failures: counter_vec(&r, "permaproxy_rewrite_failures_total", "Rewrite-route responses sent unchanged because the rewrite failed, by reason (decode, not_json, panic, injected)", &["reason"]),
+            variants: counter_vec(&r, "permaproxy_variants_total", "Variant requests by outcome: made (a variant transcoded and stored, once however many requests waited), hit (answered from a stored variant), original (answered with the image itself), rejected (400, 422 or 503)", &["outcome"]),
+            transcode_duration,
+            transcodes_in_flight: gauge(&r, "permaproxy_transcodes_in_flight", "Variant makes admitted: running or waiting for a transcode slot (at most IMAGE_TRANSCODE_CONCURRENCY + IMAGE_TRANSCODE_QUEUE)"),
             registry: r,
         };
         m.prime();
@@ -143,6 +163,9 @@ impl Metrics {
         }
         for reason in ["decode", "not_json", "panic"] {
             self.rewrite_failures.with_label_values(&[reason]);
+        }
+        for outcome in ["made", "hit", "original", "rejected"] {
+            self.variants.with_label_values(&[outcome]);
         }
     }
 }

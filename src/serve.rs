@@ -143,6 +143,11 @@ pub fn headers(meta: &ImageMeta, plan: &Plan) -> Vec<(&'static str, String)> {
         ("accept-ranges", "bytes".to_string()),
         ("x-content-type-options", "nosniff".to_string()),
     ];
+    // `format=auto` variants: caches must key on Accept (a 304 carries it
+    // too, as the 200 would).
+    if meta.vary_accept {
+        h.push(("vary", "Accept".to_string()));
+    }
     match plan {
         Plan::NotModified => {}
         Plan::Full => {
@@ -189,6 +194,8 @@ mod tests {
             prediction_id: None,
             created_at: 1_700_000_000_000,
             private: false,
+            variant: None,
+            vary_accept: false,
         }
     }
 

@@ -141,6 +141,7 @@ pub fn image_json(ctx: &Ctx, r: &ImageRecord) -> serde_json::Value {
         "accessed_at": rfc3339(r.requested_at),
         "expires_at": rfc3339(expires),
         "views": r.views,
+        "private": r.private,
         "attempts": r.attempts,
         "last_error": r.last_error,
     })

@@ -22,8 +22,10 @@ mod assets;
 mod auth;
 mod charts;
 mod export;
+mod media;
 mod pages;
 mod respond;
+mod signed;
 mod ui;
 mod views;
 
@@ -64,10 +66,13 @@ impl Ctx {
         }
     }
 
-    /// The public URL of an image, as the API hands it out.
+    /// The public URL of an image, as the API hands it out: signed (with
+    /// IMAGE_URL_TTL_SECS) when IMAGE_URL_SIGNING is on.
     pub fn hosted_url(&self, r: &ImageRecord) -> String {
         let base = self.cfg.public_base_url.as_deref().unwrap_or_default();
-        format!("{base}{}", r.key.hosted_path(r.format))
+        let path = r.key.hosted_path(r.format);
+        let now = crate::clock::now_ms() / 1000;
+        crate::signing::hosted_url(&self.cfg.signing, base, &path, &[], now)
     }
 }
 
@@ -75,6 +80,7 @@ impl Ctx {
 pub fn router(ctx: Arc<Ctx>) -> Router {
     api::open_routes()
         .merge(api::routes(ctx.clone()))
+        .merge(signed::routes(ctx.clone()))
         .merge(ui::routes(ctx.clone()))
         .route("/admin/users/{user}/export.zip", get(export::export))
         .fallback(api::fallback)

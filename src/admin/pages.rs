@@ -43,18 +43,20 @@ impl Chrome {
     }
 }
 
-/// The one function that decides a thumbnail's URL.
-///
-/// Today: the original, served by this listener (`/admin/ui/media/...`)
-/// and scaled by the browser (CSS). Served here rather than from the
-/// public hosted URL so that browsing the page neither counts as a view
-/// nor refreshes the image's retention, and so the CSP can stay
-/// `img-src 'self'`. Once the variants feature serves `?w=256`, have the
-/// media route pass `w` through to it and return
-/// `format!("{}?w=256", media_url(key, format))` here.
+/// The one function that decides a thumbnail's URL: a 256 px wide
+/// variant, served by this listener (`/admin/ui/media/...?w=256`), which
+/// falls back to the original (scaled by the browser) when resizing is off
+/// or the image cannot be resized. Served here rather than from the public
+/// hosted URL so that browsing the page neither counts as a view nor
+/// refreshes the image's retention, and so the CSP can stay
+/// `img-src 'self'`.
 pub fn thumbnail_url(key: &ImageKey, format: Format) -> String {
-    media_url(key, format)
+    format!("{}?w={THUMBNAIL_WIDTH}", media_url(key, format))
 }
+
+/// The gallery's cells are about 190 CSS px wide: 256 covers most of a
+/// 2x screen at a fraction of a full image's bytes.
+const THUMBNAIL_WIDTH: u32 = 256;
 
 /// The original bytes, through the admin listener.
 pub fn media_url(key: &ImageKey, format: Format) -> String {

@@ -17,7 +17,7 @@ use http::{header, HeaderValue, Method};
 use super::auth::{self, Keys, Session};
 use super::pages::{error_page, Chrome, LoginPage};
 use super::respond::{html, see_other, UiFail};
-use super::{actions, assets, views, Ctx};
+use super::{actions, assets, media, views, Ctx};
 use crate::clock::now_ms;
 use crate::error::ApiError;
 
@@ -39,7 +39,7 @@ pub fn routes(ctx: Arc<Ctx>) -> Router<Arc<Ctx>> {
             "/admin/ui/users/{user}/images/{image}/delete",
             post(actions::delete_image),
         )
-        .route("/admin/ui/media/{user}/{file}", get(views::media))
+        .route("/admin/ui/media/{user}/{file}", get(media::media))
         .route("/admin/ui/failed", get(views::failed))
         .route(
             "/admin/ui/failed/{user}/{image}/retry",

@@ -6,25 +6,22 @@
 use std::sync::Arc;
 
 use askama::Template;
-use axum::body::Body;
 use axum::extract::{Extension, Path, Query, State};
 use axum::response::Response;
-use http::{header, HeaderValue};
 
 use super::api::{failed_cursor, parse_cursor, parse_image, parse_user};
 use super::auth::Session;
 use super::charts::{chart, OUTCOMES, TIERS};
 use super::pages::*;
-use super::respond::{html, reply, UiFail};
+use super::respond::{html, UiFail};
 use super::ui::chrome;
 use super::Ctx;
 use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::ids::{ImageId, ImageKey, UserId};
 use crate::repo::ImageState;
-use crate::store::StoreError;
 
-type Page = Result<Response, UiFail>;
+pub(super) type Page = Result<Response, UiFail>;
 
 const USERS_PAGE: u32 = 50;
 const GALLERY_PAGE: u32 = 48;
@@ -226,7 +223,7 @@ pub async fn gallery(
     Ok(html(200, page.render()?))
 }
 
-fn key_of(user: &str, image: &str) -> Result<ImageKey, ApiError> {
+pub(super) fn key_of(user: &str, image: &str) -> Result<ImageKey, ApiError> {
     let user = parse_user(user)?;
     let id = parse_image(image).ok_or(ApiError::ImageNotFound)?;
     Ok(ImageKey::new(user, id))
@@ -327,39 +324,6 @@ pub async fn image(
         card: card(&r, now),
     };
     Ok(html(200, page.render()?))
-}
-
-/// The original bytes of a stored image, for the page's thumbnails and
-/// previews. Read from the store directly: looking at an image here is not
-/// a request for it (no view counted, no retention refreshed).
-pub async fn media(
-    State(ctx): State<Arc<Ctx>>,
-    Path((user, file)): Path<(String, String)>,
-) -> Page {
-    let key = key_of(&user, &file)?;
-    let meta = ctx
-        .hosting
-        .image_record(&key)
-        .await?
-        .and_then(|r| r.stored_meta())
-        .ok_or(ApiError::ImageNotFound)?;
-    let stream = ctx
-        .hosting
-        .open_stream(&meta, None)
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ApiError::ImageNotFound,
-            e => ApiError::StorageUnavailable(e.to_string()),
-        })?;
-    let mut r = reply(200, meta.content_type(), Body::from_stream(stream));
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.size));
-    // Immutable bytes, but private: a shared cache must not keep them.
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, max-age=3600"),
-    );
-    Ok(r)
 }
 
 #[derive(serde::Deserialize, Default)]

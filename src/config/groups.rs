@@ -379,3 +379,82 @@ pub(super) fn signing(raw: &Raw) -> Result<SigningConfig, ConfigError> {
         private_users,
     })
 }
+
+/// Variants and ingest transcoding (issue 14): which variants may be asked
+/// for, how much CPU and memory making them may take, and what happens to
+/// images as they are stored.
+#[derive(Debug, Clone)]
+pub struct VariantsConfig {
+    /// Allowed `?w=` values, ascending. Empty: no resizing, only `format`.
+    pub widths: Vec<u32>,
+    /// Transcodes running at once (blocking threads, one core each).
+    pub concurrency: usize,
+    /// Variant makes that may wait for a slot before new ones get 503.
+    pub queue: usize,
+    /// Estimated peak heap of one transcode, checked before decoding.
+    pub memory_bytes: u64,
+    /// Variants stored per image at most.
+    pub per_image: u64,
+    pub strip_metadata: bool,
+    pub store_format: crate::variants::StoreFormat,
+    pub store_quality: u8,
+}
+
+/// The widest variant anything here can encode (WebP's limit); a larger
+/// width could never be made, so it is refused at start, not per request.
+const MAX_VARIANT_WIDTH: u32 = 16_383;
+
+pub(super) fn variants(raw: &Raw) -> Result<VariantsConfig, ConfigError> {
+    let name = "IMAGE_VARIANT_WIDTHS";
+    let mut widths = Vec::new();
+    for part in raw
+        .get(name)
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        match part.parse::<u32>() {
+            Ok(w) if (1..=MAX_VARIANT_WIDTH).contains(&w) => widths.push(w),
+            _ => {
+                return Err(ConfigError::new(
+                    name,
+                    format!("{part:?} is not a width from 1 to {MAX_VARIANT_WIDTH}"),
+                ))
+            }
+        }
+    }
+    widths.sort_unstable();
+    widths.dedup();
+    let concurrency = match raw.parse::<usize>("IMAGE_TRANSCODE_CONCURRENCY")? {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let store_format = raw
+        .get("IMAGE_STORE_FORMAT")
+        .parse::<crate::variants::StoreFormat>()
+        .map_err(|m| ConfigError::new("IMAGE_STORE_FORMAT", m))?;
+    let store_quality = match raw.parse::<u8>("IMAGE_STORE_QUALITY") {
+        Ok(q @ 1..=100) => q,
+        _ => {
+            return Err(ConfigError::new(
+                "IMAGE_STORE_QUALITY",
+                format!(
+                    "{:?} is not a quality from 1 to 100",
+                    raw.get("IMAGE_STORE_QUALITY")
+                ),
+            ))
+        }
+    };
+    Ok(VariantsConfig {
+        widths,
+        concurrency,
+        queue: raw.parse::<usize>("IMAGE_TRANSCODE_QUEUE")?,
+        memory_bytes: raw
+            .positive::<u64>("IMAGE_TRANSCODE_MEMORY_MB")?
+            .saturating_mul(1 << 20),
+        per_image: raw.positive::<u64>("IMAGE_VARIANTS_PER_IMAGE")?,
+        strip_metadata: raw.bool("IMAGE_STRIP_METADATA")?,
+        store_format,
+        store_quality,
+    })
+}

@@ -14,7 +14,7 @@ use crate::userid::{JwtSettings, UserIdPolicy, UserIdSource};
 pub use groups::{
     DatabaseConfig, DownloadConfig, LifecycleConfig, PersistConfig, PersistMode, RateConfig,
     RewriteConfig, S3Config, SigningConfig, SigningMode, StorageBackend, StorageConfig,
-    WebhookConfig,
+    VariantsConfig, WebhookConfig,
 };
 pub use parse::PathPattern;
 use parse::Raw;
@@ -70,6 +70,7 @@ pub struct Config {
     pub download: DownloadConfig,
     pub serve_rate: RateConfig,
     pub lifecycle: LifecycleConfig,
+    pub variants: VariantsConfig,
     pub admin_token: Option<String>,
     pub log_format: LogFormat,
     pub shutdown_grace: Duration,
@@ -134,6 +135,7 @@ impl Config {
             download: groups::download(&raw)?,
             serve_rate: groups::serve_rate(&raw)?,
             lifecycle: groups::lifecycle(&raw)?,
+            variants: groups::variants(&raw)?,
             admin_token: raw.optional("ADMIN_TOKEN"),
             log_format: match raw.get("LOG_FORMAT") {
                 "json" => LogFormat::Json,

@@ -1,6 +1,7 @@
 //! What the admin page asks of the engine beyond reads: the most requested
-//! images, another try for a failed download, and a read-only cleanup
-//! preview from the same pure plan `cleanup --dry-run` uses.
+//! images, another try for a failed download, an image's private flag, and
+//! a read-only cleanup preview from the same pure plan `cleanup --dry-run`
+//! uses.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -63,6 +64,15 @@ impl Hosting {
             }));
         }
         Ok(true)
+    }
+
+    /// Makes one image private (issue 15) or public again. `false` when
+    /// there is no such image. This replica forgets its cached copy at
+    /// once; other replicas within the memory revalidation interval.
+    pub async fn set_private(&self, key: &ImageKey, private: bool) -> Result<bool, HostError> {
+        let found = self.repo.set_private(key, private).await?;
+        self.cache.invalidate(key).await;
+        Ok(found)
     }
 
     /// What a cleanup would delete now and why, changing nothing. This

@@ -61,6 +61,10 @@ pub async fn walk_cleanup_plan(
     loop {
         let page = repo.stored_page(cursor.as_ref(), PAGE).await?;
         let full = page.len() == PAGE as usize;
+        // Deleting an image frees its variants too (issue 14): one query
+        // per page, not per row.
+        let keys: Vec<ImageKey> = page.iter().map(|r| r.key.clone()).collect();
+        let variant_bytes = repo.variant_bytes(&keys).await?;
         for row in page {
             cursor = Some(Cursor {
                 at: row.requested_at,
@@ -68,7 +72,7 @@ pub async fn walk_cleanup_plan(
             });
             let c = Candidate {
                 key: row.key.clone(),
-                size: row.size,
+                size: row.size + variant_bytes.get(&row.key).copied().unwrap_or(0),
                 requested_at: row.requested_at,
             };
             if let Some(reason) = planner.decide(&c) {
@@ -112,6 +116,7 @@ pub async fn run_cleanup(
         for row in gone.iter().filter(|r| r.state == ImageState::Stored) {
             remove_object(repo, store, &row.key.relative_path(row.format)).await;
         }
+        remove_variant_objects(repo, store, &gone).await;
         for (row, reason) in chunk {
             if gone.iter().any(|g| g.key == row.key) {
                 metrics::get()
@@ -135,6 +140,29 @@ pub async fn run_cleanup(
         tracing::warn!(error = %e, "could not prune hourly view counts; the next cleanup tries again");
     }
     Ok((report, all_gone))
+}
+
+/// Removes the variant objects that deleting `gone` queued. On failure the
+/// entries stay queued for the maintenance loop.
+async fn remove_variant_objects(repo: &dyn Repo, store: &dyn Store, gone: &[ImageRecord]) {
+    let keys: Vec<ImageKey> = gone
+        .iter()
+        .filter(|r| r.state == ImageState::Stored)
+        .map(|r| r.key.clone())
+        .collect();
+    if keys.is_empty() {
+        return;
+    }
+    match repo.queued_variant_deletes(&keys).await {
+        Ok(paths) => {
+            for path in paths {
+                remove_object(repo, store, &path).await;
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read queued variant deletes; the sweep will remove them")
+        }
+    }
 }
 
 /// Removes an object and its queue entry. On failure the entry stays, and
@@ -224,6 +252,7 @@ impl Hosting {
         for row in gone.iter().filter(|r| r.state == ImageState::Stored) {
             self.remove_bytes(&row.key.relative_path(row.format)).await;
         }
+        remove_variant_objects(self.repo.as_ref(), self.store.as_ref(), gone).await;
     }
 
     async fn forget_in_memory(&self, gone: &[ImageRecord]) {
@@ -235,6 +264,8 @@ impl Hosting {
             self.cache.invalidate(&row.key).await;
             self.hits.forget(&row.key);
         }
+        let images = gone.iter().map(|r| r.key.clone()).collect();
+        self.forget_variants_in_memory(&images).await;
     }
 
     pub(super) async fn remove_bytes(&self, path: &str) {

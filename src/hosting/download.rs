@@ -75,13 +75,16 @@ impl Hosting {
     }
 
     async fn download_and_store(&self, job: &Job) -> Result<Arc<ImageMeta>, HostError> {
-        let downloaded = if job.is_data() {
+        let mut downloaded = if job.is_data() {
             self.fetcher.from_data_uri(&job.source).await?
         } else {
             let url = url::Url::parse(&job.source)
                 .map_err(|e| FetchError::Rejected(format!("bad source URL: {e}")))?;
             self.fetcher.fetch(&url).await?
         };
+        // IMAGE_STORE_FORMAT and IMAGE_STRIP_METADATA (issue 14): what is
+        // stored, hashed and served is the rewritten file.
+        self.prepare_for_store(&mut downloaded).await;
         let meta = ImageMeta {
             key: job.key.clone(),
             format: downloaded.format,
@@ -91,6 +94,8 @@ impl Hosting {
             prediction_id: job.prediction_id.clone(),
             created_at: now_ms(),
             private: false,
+            variant: None,
+            vary_accept: false,
         };
         self.store
             .put(&downloaded.staged, &meta)

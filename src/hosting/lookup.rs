@@ -89,6 +89,19 @@ impl Hosting {
 
     /// Records that the image was served; written to the database in the
     /// next batch.
+    /// Whether the image is private (issue 15), for answers that do not
+    /// carry the image's own metadata (variants). Memory first, then its
+    /// row; no row is not private (the answer will be a 404 anyway).
+    pub async fn is_private(&self, key: &ImageKey) -> Result<bool, String> {
+        if let Some(img) = self.cache.get(key).await {
+            return Ok(img.meta.private);
+        }
+        match self.repo.get(key).await {
+            Ok(row) => Ok(row.is_some_and(|r| r.private)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     pub fn record_request(&self, key: &ImageKey) {
         self.hits.record(key, now_ms());
     }
@@ -107,7 +120,11 @@ impl Hosting {
             meta,
             loaded: std::time::Instant::now(),
         };
-        let key = img.meta.key.clone();
+        // A variant's bytes are cached under an alias of their own.
+        let key = match &img.meta.variant {
+            None => img.meta.key.clone(),
+            Some(name) => super::variants::alias(&img.meta.key, name),
+        };
         self.cache.insert(key.clone(), img.clone()).await;
         // A local delete may have run while the bytes were read: it cleared
         // memory before this insert, so clear again. Deletes elsewhere are

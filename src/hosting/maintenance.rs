@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::download::Job;
 use super::Hosting;
 use crate::clock::now_ms;
+use crate::ids::ImageKey;
 use crate::metrics;
 
 /// Pending rows claimed per statement.
@@ -87,27 +88,38 @@ impl Hosting {
     }
 
     /// Drops from memory every image whose row is gone (deleted by another
-    /// replica, or by `permaproxy cleanup`) or whose private flag changed. One indexed query per couple of
-    /// hundred cached images; the bucket is never asked.
+    /// replica, or by `permaproxy cleanup`) or whose private flag changed.
+    /// One indexed query per couple of hundred cached images; the bucket is never asked.
     pub async fn drop_deleted_from_memory(&self) {
-        let keys = self.cache.keys();
-        if keys.is_empty() {
+        // Variants are checked by their image: they are deleted with it.
+        let entries = self.cache.entries();
+        let mut images: std::collections::HashSet<ImageKey> =
+            entries.iter().map(|(_, image)| image.clone()).collect();
+        images.extend(self.variant_images_in_memory());
+        if images.is_empty() {
             return;
         }
-        match self.repo.existing(&keys).await {
+        let images: Vec<ImageKey> = images.into_iter().collect();
+        match self.repo.existing(&images).await {
             Ok(alive) => {
-                for k in &keys {
+                for (k, image) in &entries {
                     // Gone, or made private (or public) elsewhere: the next
-                    // request reads the row again.
-                    let stale = match (alive.get(k), self.cache.get(k).await) {
-                        (Some(private), Some(hit)) => hit.meta.private != *private,
-                        (None, _) => true,
+                    // request reads the row again. A gone image's variants
+                    // go with forget_variants_in_memory below.
+                    let stale = match (alive.get(image), self.cache.get(k).await) {
+                        (Some(private), Some(hit)) => k == image && hit.meta.private != *private,
+                        (None, _) => k == image,
                         (Some(_), None) => false,
                     };
                     if stale {
                         self.cache.invalidate(k).await;
                     }
                 }
+                let dead = images
+                    .into_iter()
+                    .filter(|i| !alive.contains_key(i))
+                    .collect();
+                self.forget_variants_in_memory(&dead).await;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not check cached images against the database")

@@ -10,16 +10,22 @@
 //! - [`cleanup`]: what is deleted, and how do deletes reach every part?
 //! - [`maintenance`]: what runs in the background (takeover, flushes)?
 //! - [`upgrade`]: how does a store written by an older version come in?
+//! - [`variants`]: where is a variant (issue 14) answered from?
+//! - [`transcoding`]: how is a variant made once, on a bounded pool, and
+//!   what happens to an image's bytes as it is stored?
 
 mod admin_ops;
 mod cleanup;
+mod cpu_pool;
 mod download;
 mod handout;
 mod hits;
 mod lookup;
 mod maintenance;
 mod queries;
+mod transcoding;
 mod upgrade;
+mod variants;
 mod webhooks;
 
 use std::collections::HashMap;
@@ -40,6 +46,7 @@ pub use cleanup::{cleanup_plan, run_cleanup, walk_cleanup_plan, CleanupReport};
 pub use download::SharedResult;
 pub use lookup::Lookup;
 pub use upgrade::{import_legacy, reindex, ImportError, ReindexReport};
+pub use variants::{VariantFail, VariantLookup};
 pub use webhooks::Capture;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -82,6 +89,9 @@ pub struct Hosting {
     /// The one-time import of an older store could not list it yet.
     import_pending: AtomicBool,
     replica_id: String,
+    /// Variants (issue 14): remembered resolutions, the transcode pool and
+    /// the makes in flight.
+    variants: variants::VariantState,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -124,7 +134,9 @@ impl Hosting {
             Err(e) => return Err(e.to_string()),
         };
         let fetcher = Fetcher::new(&cfg, &staging).map_err(|e| format!("HTTP client: {e}"))?;
+        let variants = variants::VariantState::new(&cfg.variants, cfg.download.max_pixels)?;
         let hosting = Arc::new(Hosting {
+            variants,
             replica_id: replica_id(&state_dir),
             cache: ImageCache::new(cfg.storage.memory_cache_bytes),
             cfg,

@@ -1,5 +1,9 @@
 //! Answers `GET`/`HEAD /v1/images/hosted/{userId}/{imageId}.{ext}` from
-//! memory or the store. Never forwarded upstream.
+//! memory or the store. Never forwarded upstream. With a variant query
+//! (`?w=&h=&fit=&format=&q=`, issue 14) the answer is a variant: see
+//! [`variant`].
+
+mod variant;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -42,37 +46,85 @@ async fn serve_inner(app: &App, session: &mut Session, ctx: &mut Ctx) -> Result<
     let uri = &session.req_header().uri;
     let (key, _ext) = parse_hosted_path(uri.path())?;
     let now = crate::clock::now_ms() / 1000;
-    let grant = access::check(&app.cfg.signing, &key, uri.path(), uri.query(), now)?;
+    let pass = Pass {
+        grant: access::check(&app.cfg.signing, &key, uri.path(), uri.query(), now)?,
+        now,
+    };
+    if let Some(spec) = variant::requested(app, session)? {
+        return variant::serve(app, session, ctx, key, spec, pass).await;
+    }
+    serve_original(app, session, ctx, &key, false, pass).await
+}
+
+/// What the signature check let through, carried to where the image's
+/// private flag is known.
+#[derive(Debug, Clone, Copy)]
+struct Pass {
+    grant: access::Grant,
+    now: u64,
+}
+
+impl Pass {
+    fn allows(self, app: &App, private: bool) -> Result<(), ApiError> {
+        self.grant.allows(&app.cfg.signing, private)
+    }
+
+    /// Whether the image's private flag matters to this request: only an
+    /// unsigned one, when signing is on.
+    fn needs_private_flag(self, app: &App) -> bool {
+        self.grant.allows(&app.cfg.signing, true).is_err()
+    }
+
+    fn cache_control(self) -> Option<String> {
+        self.grant.cache_control(self.now)
+    }
+}
+
+/// The image itself. `vary` (a `format=auto` request answered with the
+/// original) adds `Vary: Accept`.
+async fn serve_original(
+    app: &App,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    key: &crate::ids::ImageKey,
+    vary: bool,
+    pass: Pass,
+) -> Result<(), ApiError> {
     let h = &app.hosting;
-    let (tier, body) = match h.open_image(&key).await {
+    let (tier, body) = match h.open_image(key).await {
         Lookup::Memory(img) => ("memory", Body::Memory(img)),
         Lookup::Stored(meta) => ("disk", load(app, meta).await?),
         Lookup::Fetched(meta) => ("pending", load(app, meta).await?),
-        Lookup::Redirect(source) => {
-            ctx.tier = Some("pending");
-            metrics::get()
-                .hosted_requests
-                .with_label_values(&["pending"])
-                .inc();
-            let headers = [
-                ("location", source),
-                ("cache-control", "no-store".to_string()),
-            ];
-            respond::write(session, 307, &headers, Bytes::new()).await;
-            return Ok(());
-        }
+        Lookup::Redirect(source) => return redirect(session, ctx, source).await,
         Lookup::Unavailable(reason) => return Err(ApiError::ImageUnavailable(reason)),
         Lookup::StoreDown(reason) => return Err(ApiError::StorageUnavailable(reason)),
         Lookup::Missing => return Err(ApiError::ImageNotFound),
     };
-    grant.allows(&app.cfg.signing, body.meta().private)?;
+    pass.allows(app, body.meta().private)?;
     ctx.tier = Some(tier);
     metrics::get()
         .hosted_requests
         .with_label_values(&[tier])
         .inc();
-    h.record_request(&key);
-    write_image(app, session, body, grant.cache_control(now)).await
+    h.record_request(key);
+    let body = if vary { body.with_vary() } else { body };
+    write_image(app, session, body, pass.cache_control()).await
+}
+
+/// The image is still downloading after IMAGE_PERSIST_TIMEOUT_MS: the
+/// source still works, and nothing is cached.
+async fn redirect(session: &mut Session, ctx: &mut Ctx, source: String) -> Result<(), ApiError> {
+    ctx.tier = Some("pending");
+    metrics::get()
+        .hosted_requests
+        .with_label_values(&["pending"])
+        .inc();
+    let headers = [
+        ("location", source),
+        ("cache-control", "no-store".to_string()),
+    ];
+    respond::write(session, 307, &headers, Bytes::new()).await;
+    Ok(())
 }
 
 fn check_rate(app: &App, session: &Session) -> Result<(), ApiError> {
@@ -106,6 +158,24 @@ impl Body {
         match self {
             Body::Memory(img) => &img.meta,
             Body::Stream(meta) => meta,
+        }
+    }
+
+    /// The same bytes answered with `Vary: Accept`. Pays for the metadata
+    /// copy only on this path (`format=auto` answered with the original).
+    fn with_vary(self) -> Body {
+        let vary = |m: &ImageMeta| {
+            std::sync::Arc::new(ImageMeta {
+                vary_accept: true,
+                ..m.clone()
+            })
+        };
+        match self {
+            Body::Memory(img) => Body::Memory(CachedImage {
+                meta: vary(&img.meta),
+                ..img
+            }),
+            Body::Stream(meta) => Body::Stream(vary(&meta)),
         }
     }
 }

@@ -40,6 +40,8 @@ async fn store(repo: &SqlRepo, user: &str, n: u32, now: u64) {
         prediction_id: None,
         created_at: now,
         private: false,
+        variant: None,
+        vary_accept: false,
     };
     assert!(repo.mark_stored(&meta, None).await.unwrap().is_some());
 }

@@ -1,6 +1,7 @@
 //! Deleting rows. A row goes in the same transaction that queues its object
-//! in `deleted_objects`; the engine removes the bytes afterwards and then
-//! the queue entry, so a crash in between leaks nothing.
+//! in `deleted_objects`, together with its variants' rows and objects; the
+//! engine removes the bytes afterwards and then the queue entries, so a
+//! crash in between leaks nothing.
 
 use sqlx::{Any, Transaction};
 
@@ -53,6 +54,8 @@ async fn delete_keys(
         out.extend(row::records(&rows)?);
     }
     queue_objects(tx, &out).await?;
+    let gone: Vec<ImageKey> = out.iter().map(|r| r.key.clone()).collect();
+    super::variants::delete_of_images(tx, &gone).await?;
     Ok(out)
 }
 
@@ -80,6 +83,7 @@ impl SqlRepo {
             .await?;
         let out = row::records(&rows)?;
         queue_objects(&mut tx, &out).await?;
+        super::variants::delete_of_user(&mut tx, user).await?;
         tx.commit().await?;
         Ok(out)
     }

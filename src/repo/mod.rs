@@ -15,6 +15,7 @@ mod leases;
 mod queries;
 mod row;
 mod sql;
+mod variants;
 mod views;
 mod webhooks;
 
@@ -29,6 +30,7 @@ use crate::store::ImageMeta;
 pub use admin::AdminRepo;
 pub use dialect::Dialect;
 pub use sql::SqlRepo;
+pub use variants::{VariantPut, VariantRecord};
 pub use views::TopImage;
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +108,8 @@ impl ImageRecord {
             prediction_id: self.prediction_id.clone(),
             created_at: self.stored_at.unwrap_or(self.created_at),
             private: self.private,
+            variant: None,
+            vary_accept: false,
         })
     }
 }
@@ -310,6 +314,33 @@ pub trait Repo: Send + Sync + AdminRepo {
 
     async fn meta_get(&self, name: &str) -> Result<Option<String>, RepoError>;
     async fn meta_set(&self, name: &str, value: &str) -> Result<(), RepoError>;
+
+    // Variants (issue 14), in `image_variants`. Deleting an image deletes
+    // its variant rows and queues their objects (see `delete_images`).
+
+    async fn get_variant(
+        &self,
+        key: &ImageKey,
+        variant_key: &str,
+    ) -> Result<Option<VariantRecord>, RepoError>;
+
+    /// Records a variant whose bytes are in the store, only while its image
+    /// is stored; the first recording of a variant key wins.
+    async fn record_variant(&self, v: &VariantRecord) -> Result<VariantPut, RepoError>;
+
+    /// Bytes of each image's variants (images without any are absent): the
+    /// disk cap frees them with their image.
+    async fn variant_bytes(&self, keys: &[ImageKey]) -> Result<HashMap<ImageKey, u64>, RepoError>;
+
+    /// Queued deletions of these images' variant objects, so the engine can
+    /// remove them right after the delete that queued them.
+    async fn queued_variant_deletes(&self, keys: &[ImageKey]) -> Result<Vec<String>, RepoError>;
+
+    /// How many variants of this image are stored.
+    async fn variant_count(&self, key: &ImageKey) -> Result<u64, RepoError>;
+
+    /// Forgets a variant row whose object is gone, so it is made again.
+    async fn forget_variant(&self, key: &ImageKey, variant_key: &str) -> Result<(), RepoError>;
 }
 
 #[cfg(test)]

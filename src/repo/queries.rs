@@ -11,9 +11,12 @@ use super::{Cursor, ImageRecord, RepoError, SqlRepo, Totals, UserTotal};
 use crate::ids::{ImageId, ImageKey, UserId};
 
 /// Postgres sums BIGINT into NUMERIC; both databases read this back as i64.
+/// `bytes` holds the variants too (issue 14): they are in the store, and
+/// the disk cap counts them.
 const TOTALS: &str = "SELECT \
      CAST(COALESCE(SUM(CASE WHEN state = 'stored' THEN 1 ELSE 0 END), 0) AS BIGINT) AS images, \
-     CAST(COALESCE(SUM(CASE WHEN state = 'stored' THEN size_bytes ELSE 0 END), 0) AS BIGINT) AS bytes, \
+     CAST(COALESCE(SUM(CASE WHEN state = 'stored' THEN size_bytes ELSE 0 END), 0) \
+          + (SELECT COALESCE(SUM(size_bytes), 0) FROM image_variants) AS BIGINT) AS bytes, \
      CAST(COALESCE(SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END), 0) AS BIGINT) AS pending, \
      CAST(COALESCE(SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END), 0) AS BIGINT) AS failed \
      FROM hosted_images";
@@ -25,7 +28,7 @@ const USER_TOTALS: &str = "SELECT user_id, CAST(COUNT(*) AS BIGINT) AS images, \
 
 /// `LIKE` pattern for a prefix; user ids may hold `_`, which LIKE would
 /// take as a wildcard.
-fn like_prefix(prefix: &str) -> String {
+pub(super) fn like_prefix(prefix: &str) -> String {
     let mut out = String::with_capacity(prefix.len() + 1);
     for c in prefix.chars() {
         if matches!(c, '%' | '_' | '\\') {

@@ -8,7 +8,10 @@ use async_trait::async_trait;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
-use super::{Cursor, Dialect, HandOut, Hit, ImageRecord, Repo, RepoError, Totals, UserTotal};
+use super::{
+    Cursor, Dialect, HandOut, Hit, ImageRecord, Repo, RepoError, Totals, UserTotal, VariantPut,
+    VariantRecord,
+};
 use crate::ids::{ImageId, ImageKey, UserId};
 use crate::store::ImageMeta;
 
@@ -299,5 +302,36 @@ impl Repo for SqlRepo {
 
     async fn meta_set(&self, name: &str, value: &str) -> Result<(), RepoError> {
         self.set_meta_value(name, value).await
+    }
+
+    async fn get_variant(
+        &self,
+        key: &ImageKey,
+        variant_key: &str,
+    ) -> Result<Option<VariantRecord>, RepoError> {
+        self.variant_row(key, variant_key).await
+    }
+
+    async fn record_variant(&self, v: &VariantRecord) -> Result<VariantPut, RepoError> {
+        self.record_variant_row(v).await
+    }
+
+    async fn variant_bytes(
+        &self,
+        keys: &[ImageKey],
+    ) -> Result<std::collections::HashMap<ImageKey, u64>, RepoError> {
+        self.variant_bytes_of(keys).await
+    }
+
+    async fn queued_variant_deletes(&self, keys: &[ImageKey]) -> Result<Vec<String>, RepoError> {
+        self.queued_variant_paths(keys).await
+    }
+
+    async fn variant_count(&self, key: &ImageKey) -> Result<u64, RepoError> {
+        self.variant_count_of(key).await
+    }
+
+    async fn forget_variant(&self, key: &ImageKey, variant_key: &str) -> Result<(), RepoError> {
+        self.forget_variant_row(key, variant_key).await
     }
 }

@@ -65,6 +65,8 @@ fn meta(k: &ImageKey, size: u64, at: u64) -> ImageMeta {
         prediction_id: None,
         created_at: at,
         private: false,
+        variant: None,
+        vary_accept: false,
     }
 }
 

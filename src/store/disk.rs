@@ -63,15 +63,78 @@ impl DiskStore {
             .join(format!("{}.json", key.id))
     }
 
-    /// `{user}/{id}.{ext}` as a path under the root, or `None` for anything
-    /// that is not exactly that (the queue of deletions is data, so it is
-    /// checked like a request path before it names a file).
-    fn parse_relative(&self, relative: &str) -> Option<(PathBuf, PathBuf)> {
-        let (user, file) = relative.split_once('/')?;
-        let (id, ext) = file.rsplit_once('.')?;
-        let key = ImageKey::new(UserId::parse(user)?, ImageId::parse(id)?);
+    /// What `relative` names under the root, or `None` for anything that is
+    /// not exactly `{user}/{id}.{ext}` or a variant's
+    /// `{user}/{id}.v/{name}.{ext}` (the queue of deletions is data, so it
+    /// is checked like a request path before it names a file).
+    fn parse_relative(&self, relative: &str) -> Option<Target> {
+        let (user, rest) = relative.split_once('/')?;
+        let user = UserId::parse(user)?;
+        if let Some((dir, file)) = rest.split_once('/') {
+            let id = ImageId::parse(dir.strip_suffix(".v")?)?;
+            let (name, ext) = file.rsplit_once('.')?;
+            if !super::is_variant_name(name) {
+                return None;
+            }
+            Format::from_ext(ext)?;
+            let key = ImageKey::new(user, id);
+            return Some(Target::Variant {
+                file: self
+                    .root
+                    .join(super::variant_path(&key, name, Format::from_ext(ext)?)),
+                dir: self.root.join(super::variant_dir(&key)),
+            });
+        }
+        let (id, ext) = rest.rsplit_once('.')?;
+        let key = ImageKey::new(user, ImageId::parse(id)?);
         Format::from_ext(ext)?;
-        Some((self.root.join(relative), self.sidecar_path(&key)))
+        Some(Target::Image {
+            image: self.root.join(relative),
+            sidecar: self.sidecar_path(&key),
+            variants: self.root.join(super::variant_dir(&key)),
+        })
+    }
+
+    /// A variant: no sidecar (the database row is its metadata, and a lost
+    /// database simply means variants are made again), in the image's
+    /// variant folder.
+    async fn put_variant(&self, staged: &Path, meta: &ImageMeta) -> Result<(), StoreError> {
+        let dir = self.root.join(super::variant_dir(&meta.key));
+        let user_dir = self.root.join(meta.key.user.as_str());
+        let target = self.image_path(meta);
+        let staged = staged.to_path_buf();
+        blocking(move || {
+            if !dir.exists() {
+                std::fs::create_dir_all(&dir).map_err(StoreError::from_io)?;
+                sync_dir(&user_dir).map_err(StoreError::from_io)?;
+            }
+            std::fs::rename(&staged, &target).map_err(StoreError::from_io)?;
+            sync_dir(&dir).map_err(StoreError::from_io)
+        })
+        .await
+    }
+}
+
+/// A path from the queue of deletions, checked.
+enum Target {
+    Image {
+        image: PathBuf,
+        sidecar: PathBuf,
+        /// The image's variant folder: removed with it, so variants a
+        /// lost database no longer lists do not outlive their image here.
+        variants: PathBuf,
+    },
+    Variant {
+        file: PathBuf,
+        dir: PathBuf,
+    },
+}
+
+fn remove_file(path: &Path) -> Result<(), StoreError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StoreError::from_io(e)),
     }
 }
 
@@ -137,6 +200,9 @@ fn read_chunk(
 impl Store for DiskStore {
     async fn put(&self, staged: &Path, meta: &ImageMeta) -> Result<(), StoreError> {
         self.writable()?;
+        if meta.variant.is_some() {
+            return self.put_variant(staged, meta).await;
+        }
         let key = &meta.key;
         let user_dir = self.root.join(key.user.as_str());
         let sidecar = self.sidecar_path(key);
@@ -237,20 +303,32 @@ impl Store for DiskStore {
 
     async fn delete(&self, relative_path: &str) -> Result<(), StoreError> {
         self.writable()?;
-        let (image, sidecar) = self
+        let target = self
             .parse_relative(relative_path)
             .ok_or_else(|| StoreError::Backend(format!("not an image path: {relative_path:?}")))?;
-        blocking(move || {
-            // Image first: once it is gone nothing can serve it, and an
-            // orphan sidecar is only read by reindex, which checks the image.
-            for path in [image, sidecar] {
-                match std::fs::remove_file(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(StoreError::from_io(e)),
+        blocking(move || match target {
+            Target::Image {
+                image,
+                sidecar,
+                variants,
+            } => {
+                // Image first: once it is gone nothing can serve it, and an
+                // orphan sidecar is only read by reindex, which checks the image.
+                remove_file(&image)?;
+                remove_file(&sidecar)?;
+                match std::fs::remove_dir_all(&variants) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(StoreError::from_io(e)),
                 }
             }
-            Ok(())
+            Target::Variant { file, dir } => {
+                remove_file(&file)?;
+                // The last variant out removes the folder; one still in use
+                // (not empty) stays, which is what remove_dir checks.
+                let _ = std::fs::remove_dir(&dir);
+                Ok(())
+            }
         })
         .await
     }
@@ -308,6 +386,11 @@ fn scan_root(root: &Path, fix: bool) -> std::io::Result<Vec<ImageMeta>> {
             let file = file?;
             let fname = file.file_name();
             let fname = fname.to_string_lossy();
+            // `{id}.v/` holds the image's variants: derived bytes, listed
+            // in the database only, never imported as images.
+            if file.file_type()?.is_dir() {
+                continue;
+            }
             if fname.starts_with(".tmp-") {
                 if fix {
                     let _ = std::fs::remove_file(file.path());
@@ -390,6 +473,8 @@ fn repair(root: &Path, key: &ImageKey, fix: bool) -> Option<ImageMeta> {
         prediction_id: None,
         created_at,
         private: false,
+        variant: None,
+        vary_accept: false,
     };
     if !fix {
         return Some(meta);
@@ -405,3 +490,6 @@ fn repair(root: &Path, key: &ImageKey, fix: bool) -> Option<ImageMeta> {
     tracing::info!(image = %key, "rebuilt metadata from the image bytes");
     Some(meta)
 }
+
+#[cfg(test)]
+mod tests;

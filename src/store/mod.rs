@@ -34,6 +34,34 @@ pub struct ImageMeta {
     pub created_at: u64,
     /// Served only with a valid signature (IMAGE_URL_SIGNING=sign).
     pub private: bool,
+    /// `None` for an image itself; for one of its variants (issue 14), the
+    /// variant's object name under the image's variant folder (see
+    /// [`variant_path`]). `key` stays the image's own key.
+    pub variant: Option<std::sync::Arc<str>>,
+    /// The answer depends on the request's `Accept` (`format=auto`): the
+    /// response carries `Vary: Accept`.
+    pub vary_accept: bool,
+}
+
+/// The folder holding an image's variants, beside the image:
+/// `{user}/{id}.v`. No image file can be named like it (`v` is not an
+/// image extension), and listing and reindex skip it.
+pub fn variant_dir(key: &ImageKey) -> String {
+    format!("{}/{}.v", key.user, key.id)
+}
+
+/// `{user}/{id}.v/{name}.{ext}`: one variant object.
+pub fn variant_path(key: &ImageKey, name: &str, format: Format) -> String {
+    format!("{}/{name}.{}", variant_dir(key), format.ext())
+}
+
+/// A variant's object name: lowercase letters, digits and `-` only, so it
+/// is one safe path segment on any backend.
+pub fn is_variant_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 impl ImageMeta {
@@ -46,9 +74,13 @@ impl ImageMeta {
         self.format.content_type()
     }
 
-    /// `{user}/{id}.{ext}`, relative to the store's root or prefix.
+    /// `{user}/{id}.{ext}` (a variant: `{user}/{id}.v/{name}.{ext}`),
+    /// relative to the store's root or prefix.
     pub fn relative_path(&self) -> String {
-        self.key.relative_path(self.format)
+        match &self.variant {
+            None => self.key.relative_path(self.format),
+            Some(name) => variant_path(&self.key, name, self.format),
+        }
     }
 }
 
@@ -197,6 +229,8 @@ impl MetaRecord {
             prediction_id: self.prediction_id,
             created_at: self.created_at,
             private: false,
+            variant: None,
+            vary_accept: false,
         })
     }
 }

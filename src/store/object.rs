@@ -256,6 +256,11 @@ fn attributes(meta: &ImageMeta) -> Attributes {
     let mut put = |k: &'static str, v: String| {
         a.insert(Attribute::Metadata(k.into()), AttributeValue::from(v));
     };
+    if let Some(name) = &meta.variant {
+        // A variant (issue 14): marked, so `reindex` never takes it for an
+        // image of its own.
+        put("permaproxy-variant", name.to_string());
+    }
     put("permaproxy-id", meta.key.id.to_string());
     put("permaproxy-user", meta.key.user.to_string());
     put("permaproxy-format", meta.format.ext().to_string());
@@ -285,6 +290,9 @@ fn meta_from_attributes(a: &Attributes, size: u64) -> Option<ImageMeta> {
             .decode_utf8_lossy()
             .to_string()
     };
+    if get("permaproxy-variant").is_some() {
+        return None;
+    }
     let format = Format::from_ext(&get("permaproxy-format")?)?;
     let key = ImageKey::new(
         UserId::parse(&get("permaproxy-user")?)?,
@@ -299,6 +307,8 @@ fn meta_from_attributes(a: &Attributes, size: u64) -> Option<ImageMeta> {
         prediction_id: get("permaproxy-prediction").map(decode),
         created_at: get("permaproxy-created")?.parse().ok()?,
         private: false,
+        variant: None,
+        vary_accept: false,
     })
 }
 
@@ -364,7 +374,10 @@ impl Store for ObjectBackend {
             .try_filter(|o| {
                 let name = o.location.as_ref();
                 let rel = name.strip_prefix(self.prefix.as_str()).unwrap_or(name);
-                futures::future::ready(!rel.starts_with('~'))
+                // Variants live under `{user}/{id}.v/`: skipped without the
+                // HEAD that would read their marker.
+                let variant = rel.split('/').nth(1).is_some_and(|d| d.ends_with(".v"));
+                futures::future::ready(!rel.starts_with('~') && !variant)
             })
             .try_collect()
             .await
@@ -415,54 +428,4 @@ impl Store for ObjectBackend {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn addressing_puts_the_bucket_where_the_style_wants_it() {
-        let r2 = "https://acct.r2.cloudflarestorage.com";
-        assert_eq!(
-            addressing(r2, "imgs", false),
-            (
-                "https://imgs.acct.r2.cloudflarestorage.com".to_string(),
-                true
-            )
-        );
-        assert_eq!(addressing(r2, "imgs", true), (r2.to_string(), false));
-        // Already named in the host: left alone.
-        let named = "https://imgs.acct.r2.cloudflarestorage.com/";
-        assert_eq!(
-            addressing(named, "imgs", false),
-            (
-                "https://imgs.acct.r2.cloudflarestorage.com".to_string(),
-                true
-            )
-        );
-        // No bucket can go into an IP address: path style.
-        let ip = "http://127.0.0.1:3900";
-        assert_eq!(addressing(ip, "imgs", false), (ip.to_string(), false));
-        assert_eq!(
-            addressing("http://minio.internal:9000", "imgs", false),
-            ("http://imgs.minio.internal:9000".to_string(), true)
-        );
-    }
-
-    #[test]
-    fn metadata_round_trips_through_attributes() {
-        let meta = ImageMeta {
-            key: ImageKey::new(
-                UserId::parse("alice").unwrap(),
-                ImageId::parse("img_0123456789abcdef01234567").unwrap(),
-            ),
-            format: Format::Webp,
-            size: 42,
-            sha256: "ab".repeat(32),
-            source_url: Some("https://replicate.delivery/x/out-0.webp?a=1&b=é".into()),
-            prediction_id: Some("p 1/2".into()),
-            created_at: 1_700_000_000_123,
-            private: false,
-        };
-        let back = meta_from_attributes(&attributes(&meta), 42).unwrap();
-        assert_eq!(back, meta);
-    }
-}
+mod tests;

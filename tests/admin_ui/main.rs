@@ -16,6 +16,7 @@ mod common;
 mod art;
 mod browser;
 mod http;
+mod thumbs;
 
 use common::*;
 use serde_json::{json, Value};

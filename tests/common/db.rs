@@ -88,6 +88,10 @@ impl Db {
                  attempts, due_at, COALESCE(lease_owner, '') AS lease_owner, lease_until",
             ),
             ("deleted_objects", "path, queued_at"),
+            (
+                "image_variants",
+                "user_id, image_id, variant_key, format, size_bytes, sha256",
+            ),
             ("permaproxy_meta", "name, value"),
         ] {
             let rows = sqlx::query(&format!("SELECT {cols} FROM {table}"))
@@ -116,6 +120,17 @@ impl Db {
             .execute("DELETE FROM hosted_images")
             .await
             .expect("wipe hosted_images");
+    }
+
+    /// Rows of `image_variants` (issue 14) matching `sql_where`.
+    pub async fn count_variants(&self, sql_where: &str) -> u64 {
+        let r = sqlx::query(&format!(
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM image_variants WHERE {sql_where}"
+        ))
+        .fetch_one(&self.pool)
+        .await
+        .expect("count variant rows");
+        r.get::<i64, _>("n") as u64
     }
 
     pub async fn count(&self, sql_where: &str) -> u64 {

@@ -189,6 +189,16 @@ impl Reply {
     }
 }
 
+/// `method path` on the proxy's admin listener with a bearer `token`.
+pub async fn admin_call(p: &Proxy, token: &str, method: reqwest::Method, path: &str) -> Reply {
+    fetch(
+        client()
+            .request(method, format!("{}{path}", p.admin()))
+            .bearer_auth(token),
+    )
+    .await
+}
+
 /// Sends the request and reads the whole answer.
 pub async fn fetch(rb: reqwest::RequestBuilder) -> Reply {
     let resp = rb.send().await.expect("request failed");

@@ -7,6 +7,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod admin;
+
 use base64::Engine;
 use common::stands::generate;
 use common::*;
@@ -52,6 +54,11 @@ async fn stands(extra: &[(&str, &str)]) -> Stands {
 /// proxy handed out (its path and query) and the bytes.
 async fn store(s: &Stands, user: &str, name: &str) -> (String, Vec<u8>) {
     let bytes = fixtures::unique_png(name.len() as u64 * 31 + name.as_bytes()[0] as u64);
+    store_bytes(s, user, name, bytes).await
+}
+
+/// [`store`] with these bytes.
+async fn store_bytes(s: &Stands, user: &str, name: &str, bytes: Vec<u8>) -> (String, Vec<u8>) {
     let src = s
         .host
         .add_url(&format!("/sig/{name}"), bytes.clone(), "image/png");
