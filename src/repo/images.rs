@@ -1,7 +1,7 @@
 //! Writing rows as images move through their life: handed out, stored,
 //! failed, postponed, requested.
 
-use super::row::{self, to_db, COLUMNS};
+use super::row::{self, opt_text, text, to_db, COLUMNS};
 use super::{HandOut, Hit, ImageRecord, RepoError, SqlRepo};
 use crate::ids::ImageKey;
 use crate::store::ImageMeta;
@@ -121,8 +121,8 @@ impl SqlRepo {
             .bind(m.format.ext())
             .bind(to_db(m.size))
             .bind(m.sha256.as_str())
-            .bind(m.source_url.as_deref())
-            .bind(m.prediction_id.as_deref())
+            .bind(opt_text(m.source_url.as_deref()))
+            .bind(opt_text(m.prediction_id.as_deref()))
             .bind(to_db(m.created_at))
             .bind(to_db(requested_at.max(m.created_at)))
             .execute(&mut *tx)
@@ -142,13 +142,13 @@ impl SqlRepo {
             .bind(r.format.ext())
             .bind(to_db(r.size))
             .bind(r.sha256.as_str())
-            .bind(r.source_url.as_deref())
-            .bind(r.prediction_id.as_deref())
+            .bind(opt_text(r.source_url.as_deref()))
+            .bind(opt_text(r.prediction_id.as_deref()))
             .bind(to_db(r.created_at))
             .bind(r.stored_at.map(to_db))
             .bind(to_db(r.requested_at))
             .bind(i64::from(r.attempts))
-            .bind(r.last_error.as_deref())
+            .bind(opt_text(r.last_error.as_deref()))
             .bind(r.failed_at.map(to_db))
             .bind(to_db(r.due_at))
             .execute(&self.write)
@@ -169,7 +169,7 @@ impl SqlRepo {
         )
         .bind(key.user.as_str())
         .bind(key.id.as_str())
-        .bind(reason)
+        .bind(text(reason))
         .bind(to_db(now))
         .execute(&self.write)
         .await?;
@@ -189,7 +189,7 @@ impl SqlRepo {
         )
         .bind(key.user.as_str())
         .bind(key.id.as_str())
-        .bind(reason)
+        .bind(text(reason))
         .bind(to_db(due_at))
         .execute(&self.write)
         .await?;
@@ -245,8 +245,8 @@ pub(super) async fn hand_out_in(
             .bind(img.key.user.as_str())
             .bind(img.key.id.as_str())
             .bind(img.format.ext())
-            .bind(img.source_url.as_str())
-            .bind(b.prediction_id.as_deref())
+            .bind(text(&img.source_url))
+            .bind(opt_text(b.prediction_id.as_deref()))
             .bind(to_db(b.now))
             .bind(to_db(b.due_at))
             .bind(b.owner.as_deref())

@@ -18,6 +18,19 @@ pub fn to_db(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// Text from outside (source URLs, prediction ids, error reasons) as a
+/// column can hold it: Postgres refuses NUL in text, so a JSON `\u0000`
+/// would fail the whole hand-out there and not on SQLite. `%00` is how a
+/// URL carries NUL anyway (the download requests the same URL), and keeps
+/// labels readable.
+pub fn text(s: &str) -> String {
+    s.replace('\0', "%00")
+}
+
+pub fn opt_text(s: Option<&str>) -> Option<String> {
+    s.map(text)
+}
+
 pub fn from_db(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }

@@ -400,3 +400,29 @@ async fn meta_values_and_imports() {
         assert_eq!((r.state, r.requested_at), (ImageState::Stored, 9_000));
     }
 }
+
+/// A JSON `\u0000` in a source URL or a prediction id reaches the database
+/// as text; Postgres refuses NUL in text, and the whole hand-out (the
+/// response's rewrite) failed there and not on SQLite.
+#[tokio::test]
+async fn nul_in_outside_text_is_stored_on_every_database() {
+    for repo in databases().await {
+        let mut img = new_image("nul", 1);
+        img.source_url = "https://replicate.delivery/a\0b.png".into();
+        let mut b = batch(vec![img], 1_000, Some("r1"));
+        b.prediction_id = Some("p\0q".into());
+        let rows = repo.hand_out(&b).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        let r = repo.get(&key("nul", 1)).await.unwrap().unwrap();
+        assert_eq!(
+            r.source_url.as_deref(),
+            Some("https://replicate.delivery/a%00b.png")
+        );
+        assert_eq!(r.prediction_id.as_deref(), Some("p%00q"));
+        repo.mark_failed(&key("nul", 1), "bad\0byte", 2_000)
+            .await
+            .unwrap();
+        let r = repo.get(&key("nul", 1)).await.unwrap().unwrap();
+        assert_eq!(r.last_error.as_deref(), Some("bad%00byte"));
+    }
+}

@@ -2,7 +2,7 @@
 //! which deliveries were already captured.
 
 use super::images::hand_out_in;
-use super::row::to_db;
+use super::row::{text, to_db};
 use super::{HandOut, ImageRecord, RepoError, SqlRepo};
 use crate::ids::UserId;
 
@@ -17,7 +17,7 @@ impl SqlRepo {
             "INSERT INTO predictions (prediction_id, user_id, created_at) VALUES ($1, $2, $3) \
              ON CONFLICT (prediction_id) DO NOTHING",
         )
-        .bind(prediction_id)
+        .bind(text(prediction_id))
         .bind(user.as_str())
         .bind(to_db(now))
         .execute(&self.write)
@@ -30,7 +30,7 @@ impl SqlRepo {
         prediction_id: &str,
     ) -> Result<Option<UserId>, RepoError> {
         let r = sqlx::query("SELECT user_id FROM predictions WHERE prediction_id = $1")
-            .bind(prediction_id)
+            .bind(text(prediction_id))
             .fetch_optional(&self.read)
             .await?;
         Ok(
@@ -52,7 +52,7 @@ impl SqlRepo {
                 "INSERT INTO webhook_events (webhook_id, received_at) VALUES ($1, $2) \
                  ON CONFLICT (webhook_id) DO NOTHING",
             )
-            .bind(id)
+            .bind(text(id))
             .bind(to_db(batch.now))
             .execute(&mut *tx)
             .await?

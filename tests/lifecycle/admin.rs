@@ -399,7 +399,12 @@ async fn finding_03_a_user_deleted_during_a_download_stays_deleted() {
         files_of(&storage, &img)
     );
     assert_gone(&get(&s.proxy, &img).await, "after the delete");
-    assert!(s.proxy.log_text().contains("deleted while it downloaded"));
+    // The log reaches the test through a pipe: wait for the line.
+    let logged = wait_until(secs(10), || async {
+        s.proxy.log_text().contains("deleted while it downloaded")
+    })
+    .await;
+    assert!(logged, "no log line says why the bytes were dropped");
     let listed = admin_json(&s.proxy, "/admin/users/zoe/images").await;
     assert_eq!(listed["images"], json!([]), "{listed}");
 }
