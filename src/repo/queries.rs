@@ -37,6 +37,22 @@ fn like_prefix(prefix: &str) -> String {
     out
 }
 
+/// Stored rows by last request, newest first, after a cursor: one page of
+/// the cleanup walk. `requested_at <= $1` is implied by the condition after
+/// it, but spelled out it lets both databases start the page at the cursor
+/// in `hosted_images_state_requested` (migration 0002). Without it, and
+/// without that index, each page sorted (SQLite) or scanned down to the
+/// cursor (Postgres) every stored row, so walking the table was quadratic:
+/// at 100k rows a start kept SQLite busy for minutes (BENCHMARKS.md).
+pub(super) fn stored_page_sql() -> String {
+    format!(
+        "SELECT {COLUMNS} FROM hosted_images WHERE state = 'stored' AND requested_at <= $1 \
+         AND (requested_at < $1 OR (requested_at = $1 AND (user_id > $2 \
+              OR (user_id = $2 AND image_id > $3)))) \
+         ORDER BY requested_at DESC, user_id, image_id LIMIT $4"
+    )
+}
+
 fn user_total(r: &sqlx::any::AnyRow) -> Result<UserTotal, RepoError> {
     let user: String = r.try_get("user_id")?;
     Ok(UserTotal {
@@ -78,13 +94,7 @@ impl SqlRepo {
             Some(c) => (to_db(c.at), c.key.user.as_str(), c.key.id.as_str()),
             None => (i64::MAX, "", ""),
         };
-        let sql = format!(
-            "SELECT {COLUMNS} FROM hosted_images WHERE state = 'stored' \
-             AND (requested_at < $1 OR (requested_at = $1 AND (user_id > $2 \
-                  OR (user_id = $2 AND image_id > $3)))) \
-             ORDER BY requested_at DESC, user_id, image_id LIMIT $4"
-        );
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query(&stored_page_sql())
             .bind(at)
             .bind(user)
             .bind(id)

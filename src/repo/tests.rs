@@ -390,3 +390,73 @@ async fn meta_values_and_imports() {
         assert_eq!((r.state, r.requested_at), (ImageState::Stored, 9_000));
     }
 }
+
+/// One page of the cleanup walk must start at the cursor in an index: a page
+/// that sorts (SQLite) or scans (Postgres) every stored row makes walking
+/// the table quadratic, which kept a start with 100k rows busy for minutes
+/// (BENCHMARKS.md, "Metadata database"). Checked on the query plan, which
+/// depends on the schema and the query, not on timing. Postgres is told
+/// that sorts and full scans are expensive, so the plan shows whether an
+/// ordered index range exists at all on a table this small.
+#[tokio::test]
+async fn the_cleanup_walk_reads_each_page_from_an_index() {
+    use sqlx::{Executor, Row};
+    let sql = super::queries::stored_page_sql()
+        .replace("$1", "1000")
+        .replace("$2", "'u'")
+        .replace("$3", "'img_0'")
+        .replace("$4", "500");
+    for repo in databases().await {
+        stored(&repo, "a", 0..3, 1_000).await;
+        let mut conn = repo.read.acquire().await.unwrap();
+        let plan: Vec<String> = match repo.dialect {
+            Dialect::Sqlite => conn
+                .fetch_all(format!("EXPLAIN QUERY PLAN {sql}").as_str())
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.try_get::<String, _>("detail").unwrap())
+                .collect(),
+            Dialect::Postgres => {
+                for off in ["enable_seqscan", "enable_bitmapscan", "enable_sort"] {
+                    conn.execute(format!("SET {off} = off").as_str())
+                        .await
+                        .unwrap();
+                }
+                let plan = conn
+                    .fetch_all(format!("EXPLAIN {sql}").as_str())
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.try_get::<String, _>(0).unwrap())
+                    .collect();
+                conn.execute("RESET ALL").await.unwrap();
+                plan
+            }
+        };
+        let text = plan.join("\n");
+        match repo.dialect {
+            Dialect::Sqlite => {
+                assert!(
+                    text.contains("hosted_images_state_requested (state=? AND requested_at<?)"),
+                    "{text}"
+                );
+                assert!(!text.contains("TEMP B-TREE FOR ORDER BY"), "{text}");
+            }
+            Dialect::Postgres => {
+                assert!(
+                    plan.iter()
+                        .any(|l| l.contains("Index Cond") && l.contains("requested_at <=")),
+                    "{text}"
+                );
+                assert!(
+                    !plan.iter().any(|l| l.contains("Sort")
+                        && !l.contains("Incremental Sort")
+                        && !l.contains("Sort Key")
+                        && !l.contains("Presorted Key")),
+                    "{text}"
+                );
+            }
+        }
+    }
+}
