@@ -9,3 +9,10 @@
 -- used.
 DROP INDEX hosted_images_requested;
 CREATE INDEX hosted_images_state_requested ON hosted_images (state, requested_at);
+
+-- With (state, requested_at) there, SQLite took it for the per-user limit
+-- too (`user_id = ? AND state = 'stored' ORDER BY requested_at DESC`, run
+-- for every image stored), which then walked every stored row: the user's
+-- own index needs state as well to stay the better match.
+DROP INDEX hosted_images_user_requested;
+CREATE INDEX hosted_images_user_state_requested ON hosted_images (user_id, state, requested_at);

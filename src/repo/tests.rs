@@ -391,16 +391,56 @@ async fn meta_values_and_imports() {
     }
 }
 
+/// The plan `repo` would run `sql` (parameters written in) with. Postgres
+/// is told that sorts and full scans are expensive, so on a table this small
+/// the plan shows whether an ordered index range exists at all.
+async fn plan_of(repo: &SqlRepo, sql: &str) -> Vec<String> {
+    use sqlx::{Executor, Row};
+    let mut conn = repo.read.acquire().await.unwrap();
+    match repo.dialect {
+        Dialect::Sqlite => conn
+            .fetch_all(format!("EXPLAIN QUERY PLAN {sql}").as_str())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get::<String, _>("detail").unwrap())
+            .collect(),
+        Dialect::Postgres => {
+            for off in ["enable_seqscan", "enable_bitmapscan", "enable_sort"] {
+                conn.execute(format!("SET {off} = off").as_str())
+                    .await
+                    .unwrap();
+            }
+            let plan = conn
+                .fetch_all(format!("EXPLAIN {sql}").as_str())
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.try_get::<String, _>(0).unwrap())
+                .collect();
+            conn.execute("RESET ALL").await.unwrap();
+            plan
+        }
+    }
+}
+
+/// A Postgres plan with a full sort (an incremental sort of ties is fine).
+fn pg_sorts(plan: &[String]) -> bool {
+    plan.iter().any(|l| {
+        l.contains("Sort")
+            && !l.contains("Incremental Sort")
+            && !l.contains("Sort Key")
+            && !l.contains("Presorted Key")
+    })
+}
+
 /// One page of the cleanup walk must start at the cursor in an index: a page
 /// that sorts (SQLite) or scans (Postgres) every stored row makes walking
 /// the table quadratic, which kept a start with 100k rows busy for minutes
 /// (BENCHMARKS.md, "Metadata database"). Checked on the query plan, which
-/// depends on the schema and the query, not on timing. Postgres is told
-/// that sorts and full scans are expensive, so the plan shows whether an
-/// ordered index range exists at all on a table this small.
+/// depends on the schema and the query, not on timing.
 #[tokio::test]
 async fn the_cleanup_walk_reads_each_page_from_an_index() {
-    use sqlx::{Executor, Row};
     let sql = super::queries::stored_page_sql()
         .replace("$1", "1000")
         .replace("$2", "'u'")
@@ -408,32 +448,7 @@ async fn the_cleanup_walk_reads_each_page_from_an_index() {
         .replace("$4", "500");
     for repo in databases().await {
         stored(&repo, "a", 0..3, 1_000).await;
-        let mut conn = repo.read.acquire().await.unwrap();
-        let plan: Vec<String> = match repo.dialect {
-            Dialect::Sqlite => conn
-                .fetch_all(format!("EXPLAIN QUERY PLAN {sql}").as_str())
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.try_get::<String, _>("detail").unwrap())
-                .collect(),
-            Dialect::Postgres => {
-                for off in ["enable_seqscan", "enable_bitmapscan", "enable_sort"] {
-                    conn.execute(format!("SET {off} = off").as_str())
-                        .await
-                        .unwrap();
-                }
-                let plan = conn
-                    .fetch_all(format!("EXPLAIN {sql}").as_str())
-                    .await
-                    .unwrap()
-                    .iter()
-                    .map(|r| r.try_get::<String, _>(0).unwrap())
-                    .collect();
-                conn.execute("RESET ALL").await.unwrap();
-                plan
-            }
-        };
+        let plan = plan_of(&repo, &sql).await;
         let text = plan.join("\n");
         match repo.dialect {
             Dialect::Sqlite => {
@@ -449,13 +464,37 @@ async fn the_cleanup_walk_reads_each_page_from_an_index() {
                         .any(|l| l.contains("Index Cond") && l.contains("requested_at <=")),
                     "{text}"
                 );
+                assert!(!pg_sorts(&plan), "{text}");
+            }
+        }
+    }
+}
+
+/// The per-user limit runs for every image stored, inside the write
+/// transaction: it must read that user's rows only, never walk the table
+/// in request order (which SQLite did once (state, requested_at) existed).
+#[tokio::test]
+async fn the_per_user_limit_reads_only_that_users_rows() {
+    let sql = super::deletes::USER_LIMIT_VICTIMS
+        .replace("$1", "'a'")
+        .replace("$2", "1000000")
+        .replace("$3", "50");
+    for repo in databases().await {
+        stored(&repo, "a", 0..3, 1_000).await;
+        let plan = plan_of(&repo, &sql).await;
+        let text = plan.join("\n");
+        match repo.dialect {
+            Dialect::Sqlite => assert!(
+                text.contains("hosted_images_user_state_requested (user_id=? AND state=?)"),
+                "{text}"
+            ),
+            Dialect::Postgres => {
                 assert!(
-                    !plan.iter().any(|l| l.contains("Sort")
-                        && !l.contains("Incremental Sort")
-                        && !l.contains("Sort Key")
-                        && !l.contains("Presorted Key")),
+                    plan.iter()
+                        .any(|l| l.contains("Index Cond") && l.contains("user_id =")),
                     "{text}"
                 );
+                assert!(!pg_sorts(&plan), "{text}");
             }
         }
     }
