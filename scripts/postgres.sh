@@ -7,8 +7,10 @@
 #   scripts/postgres.sh stop DIR    # stops it (the directory is left to the caller)
 #
 # The cluster trusts local connections and runs with fsync off: it holds
-# test data only. As root it runs as the postgres user, since initdb refuses
-# to run as root.
+# test data only. POSTGRES_OPTS adds server options after those, so a
+# benchmark can ask for a durable cluster with
+# POSTGRES_OPTS="-c fsync=on -c synchronous_commit=on -c full_page_writes=on".
+# As root it runs as the postgres user, since initdb refuses to run as root.
 set -euo pipefail
 
 usage() { echo "usage: $0 start|stop DIR" >&2; exit 2; }
@@ -39,7 +41,7 @@ case "$cmd" in
     as_owner "$bin/initdb" -D "$dir/data" -A trust -U postgres -E UTF8 --no-sync >"$dir/initdb.log" 2>&1 || {
       cat "$dir/initdb.log" >&2; exit 1; }
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
+      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 ${POSTGRES_OPTS:-}" \
       start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
     url="postgres://postgres@127.0.0.1:$port/postgres"
     echo "$url" >"$dir/url"

@@ -13,6 +13,12 @@ use crate::ids::{ImageKey, UserId};
 /// Past any real per-user count; SQLite needs a LIMIT to take an OFFSET.
 const NO_LIMIT: i64 = 1 << 40;
 
+/// A user's stored images past the `$3` most recently requested. Read from
+/// `hosted_images_user_state_requested`: this runs for every image stored.
+pub(super) const USER_LIMIT_VICTIMS: &str = "SELECT user_id, image_id, requested_at \
+     FROM hosted_images WHERE user_id = $1 AND state = 'stored' \
+     ORDER BY requested_at DESC, image_id ASC LIMIT $2 OFFSET $3";
+
 fn now_ms() -> u64 {
     crate::clock::now_ms()
 }
@@ -101,16 +107,12 @@ impl SqlRepo {
     ) -> Result<Vec<ImageRecord>, RepoError> {
         let mut tx = self.begin().await?;
         self.lock_user(&mut tx, user).await?;
-        let rows = sqlx::query(
-            "SELECT user_id, image_id, requested_at FROM hosted_images \
-             WHERE user_id = $1 AND state = 'stored' \
-             ORDER BY requested_at DESC, image_id ASC LIMIT $2 OFFSET $3",
-        )
-        .bind(user.as_str())
-        .bind(NO_LIMIT)
-        .bind(to_db(limit))
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows = sqlx::query(USER_LIMIT_VICTIMS)
+            .bind(user.as_str())
+            .bind(NO_LIMIT)
+            .bind(to_db(limit))
+            .fetch_all(&mut *tx)
+            .await?;
         let mut victims = Vec::new();
         for r in &rows {
             let at: i64 = sqlx::Row::try_get(r, "requested_at")?;

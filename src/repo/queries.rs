@@ -7,7 +7,7 @@ use sqlx::Row;
 
 use super::leases::{key_list, KEYS_PER_STATEMENT};
 use super::row::{self, from_db, to_db, COLUMNS};
-use super::{Cursor, ImageRecord, RepoError, SqlRepo, Totals, UserTotal};
+use super::{Cursor, ImageRecord, ImageState, RepoError, SqlRepo, Totals, UserTotal};
 use crate::ids::{ImageId, ImageKey, UserId};
 
 /// Postgres sums BIGINT into NUMERIC; both databases read this back as i64.
@@ -40,6 +40,35 @@ pub(super) fn like_prefix(prefix: &str) -> String {
     out
 }
 
+/// The rows of `count` keys (parameters from `$1`), with their state. The
+/// state is compared in Rust: with `state = 'stored'` in the WHERE, SQLite
+/// (no statistics) read every stored row through a state index and tested
+/// each against the list, instead of looking the keys up by primary key.
+/// At a million rows that was seconds of CPU per 200 cached images, every
+/// IMAGE_CACHE_REVALIDATE_SECS (BENCHMARKS.md).
+pub(super) fn existing_sql(count: usize) -> String {
+    format!(
+        "SELECT user_id, image_id, state, private FROM hosted_images WHERE {}",
+        key_list(1, count)
+    )
+}
+
+/// Stored rows by last request, newest first, after a cursor: one page of
+/// the cleanup walk. `requested_at <= $1` is implied by the condition after
+/// it, but spelled out it lets both databases start the page at the cursor
+/// in `hosted_images_state_requested` (migration 0005). Without it, and
+/// without that index, each page sorted (SQLite) or scanned down to the
+/// cursor (Postgres) every stored row, so walking the table was quadratic:
+/// at 100k rows a start kept SQLite busy for minutes (BENCHMARKS.md).
+pub(super) fn stored_page_sql() -> String {
+    format!(
+        "SELECT {COLUMNS} FROM hosted_images WHERE state = 'stored' AND requested_at <= $1 \
+         AND (requested_at < $1 OR (requested_at = $1 AND (user_id > $2 \
+              OR (user_id = $2 AND image_id > $3)))) \
+         ORDER BY requested_at DESC, user_id, image_id LIMIT $4"
+    )
+}
+
 fn user_total(r: &sqlx::any::AnyRow) -> Result<UserTotal, RepoError> {
     let user: String = r.try_get("user_id")?;
     Ok(UserTotal {
@@ -57,18 +86,17 @@ impl SqlRepo {
     ) -> Result<HashMap<ImageKey, bool>, RepoError> {
         let mut out = HashMap::new();
         for chunk in keys.chunks(KEYS_PER_STATEMENT) {
-            let sql = format!(
-                "SELECT user_id, image_id, private FROM hosted_images \
-                 WHERE state = 'stored' AND {}",
-                key_list(1, chunk.len())
-            );
+            let sql = existing_sql(chunk.len());
             let mut q = sqlx::query(&sql);
             for k in chunk {
                 q = q.bind(k.user.as_str()).bind(k.id.as_str());
             }
             for r in q.fetch_all(&self.read).await? {
-                let private: i64 = r.try_get("private")?;
-                out.insert(row::key(&r)?, private != 0);
+                let state: String = r.try_get("state")?;
+                if state == ImageState::Stored.as_str() {
+                    let private: i64 = r.try_get("private")?;
+                    out.insert(row::key(&r)?, private != 0);
+                }
             }
         }
         Ok(out)
@@ -99,13 +127,7 @@ impl SqlRepo {
             Some(c) => (to_db(c.at), c.key.user.as_str(), c.key.id.as_str()),
             None => (i64::MAX, "", ""),
         };
-        let sql = format!(
-            "SELECT {COLUMNS} FROM hosted_images WHERE state = 'stored' \
-             AND (requested_at < $1 OR (requested_at = $1 AND (user_id > $2 \
-                  OR (user_id = $2 AND image_id > $3)))) \
-             ORDER BY requested_at DESC, user_id, image_id LIMIT $4"
-        );
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query(&stored_page_sql())
             .bind(at)
             .bind(user)
             .bind(id)

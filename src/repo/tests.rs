@@ -426,3 +426,159 @@ async fn nul_in_outside_text_is_stored_on_every_database() {
         assert_eq!(r.last_error.as_deref(), Some("bad%00byte"));
     }
 }
+
+/// A parameter for [`plan_of`].
+enum P {
+    I(i64),
+    T(&'static str),
+}
+
+/// The plan `repo` runs `sql` with, parameters bound as the proxy binds
+/// them (a literal can change SQLite's choice). Postgres is told that sorts
+/// and full scans are expensive, so on a table this small the plan shows
+/// whether an ordered index range exists at all.
+async fn plan_of(repo: &SqlRepo, sql: &str, params: &[P]) -> Vec<String> {
+    use sqlx::{Executor, Row};
+    let mut conn = repo.read.acquire().await.unwrap();
+    let explain = match repo.dialect {
+        Dialect::Sqlite => format!("EXPLAIN QUERY PLAN {sql}"),
+        Dialect::Postgres => {
+            for off in ["enable_seqscan", "enable_bitmapscan", "enable_sort"] {
+                conn.execute(format!("SET {off} = off").as_str())
+                    .await
+                    .unwrap();
+            }
+            format!("EXPLAIN {sql}")
+        }
+    };
+    let mut q = sqlx::query(&explain);
+    for p in params {
+        q = match p {
+            P::I(v) => q.bind(*v),
+            P::T(v) => q.bind(*v),
+        };
+    }
+    let rows = q.fetch_all(&mut *conn).await.unwrap();
+    let column = if repo.dialect == Dialect::Sqlite {
+        3
+    } else {
+        0
+    };
+    let plan = rows
+        .iter()
+        .map(|r| r.try_get::<String, _>(column).unwrap())
+        .collect();
+    if repo.dialect == Dialect::Postgres {
+        conn.execute("RESET ALL").await.unwrap();
+    }
+    plan
+}
+
+/// A Postgres plan with a full sort (an incremental sort of ties is fine).
+fn pg_sorts(plan: &[String]) -> bool {
+    plan.iter().any(|l| {
+        l.contains("Sort")
+            && !l.contains("Incremental Sort")
+            && !l.contains("Sort Key")
+            && !l.contains("Presorted Key")
+    })
+}
+
+/// One page of the cleanup walk must start at the cursor in an index: a page
+/// that sorts (SQLite) or scans (Postgres) every stored row makes walking
+/// the table quadratic, which kept a start with 100k rows busy for minutes
+/// (BENCHMARKS.md, "Metadata database"). Checked on the query plan, which
+/// depends on the schema and the query, not on timing.
+#[tokio::test]
+async fn the_cleanup_walk_reads_each_page_from_an_index() {
+    let sql = super::queries::stored_page_sql();
+    let params = [P::I(1000), P::T("u"), P::T("img_0"), P::I(500)];
+    for repo in databases().await {
+        stored(&repo, "a", 0..3, 1_000).await;
+        let plan = plan_of(&repo, &sql, &params).await;
+        let text = plan.join("\n");
+        match repo.dialect {
+            Dialect::Sqlite => {
+                assert!(
+                    text.contains("hosted_images_state_requested (state=? AND requested_at<?)"),
+                    "{text}"
+                );
+                assert!(!text.contains("TEMP B-TREE FOR ORDER BY"), "{text}");
+            }
+            Dialect::Postgres => {
+                assert!(
+                    plan.iter()
+                        .any(|l| l.contains("Index Cond") && l.contains("requested_at <=")),
+                    "{text}"
+                );
+                assert!(!pg_sorts(&plan), "{text}");
+            }
+        }
+    }
+}
+
+/// The per-user limit runs for every image stored, inside the write
+/// transaction: it must read that user's rows only, never walk the table
+/// in request order (which SQLite did once (state, requested_at) existed).
+#[tokio::test]
+async fn the_per_user_limit_reads_only_that_users_rows() {
+    let params = [P::T("a"), P::I(1 << 40), P::I(50)];
+    for repo in databases().await {
+        stored(&repo, "a", 0..3, 1_000).await;
+        let plan = plan_of(&repo, super::deletes::USER_LIMIT_VICTIMS, &params).await;
+        let text = plan.join("\n");
+        match repo.dialect {
+            Dialect::Sqlite => assert!(
+                text.contains("hosted_images_user_state_requested (user_id=? AND state=?)"),
+                "{text}"
+            ),
+            Dialect::Postgres => {
+                assert!(
+                    plan.iter()
+                        .any(|l| l.contains("Index Cond") && l.contains("user_id =")),
+                    "{text}"
+                );
+                assert!(!pg_sorts(&plan), "{text}");
+            }
+        }
+    }
+}
+
+/// Checking cached images against the database looks their keys up by
+/// primary key, never reads every stored row (which SQLite did while the
+/// query filtered on state: seconds per 200 keys at a million rows).
+#[tokio::test]
+async fn checking_cached_keys_looks_them_up_by_key() {
+    let sql = super::queries::existing_sql(2);
+    let params = [P::T("a"), P::T("img_0"), P::T("a"), P::T("img_1")];
+    for repo in databases().await {
+        stored(&repo, "a", 0..3, 1_000).await;
+        repo.hand_out(&batch(vec![new_image("a", 7)], 5_000, None))
+            .await
+            .unwrap();
+        let alive = repo
+            .existing(&[key("a", 0), key("a", 7), key("a", 9)])
+            .await
+            .unwrap();
+        assert_eq!(
+            alive,
+            HashMap::from([(key("a", 0), false)]),
+            "only stored rows"
+        );
+        let plan = plan_of(&repo, &sql, &params).await;
+        let text = plan.join("\n");
+        match repo.dialect {
+            Dialect::Sqlite => assert!(
+                text.contains("sqlite_autoindex_hosted_images_1 (user_id=? AND image_id=?)"),
+                "{text}"
+            ),
+            // Either key index will do on a table this small; what matters
+            // is a lookup per key, not a scan.
+            Dialect::Postgres => assert!(
+                plan.iter()
+                    .any(|l| l.contains("Index Cond") && l.contains("user_id =")),
+                "{text}"
+            ),
+        }
+    }
+}
