@@ -14,7 +14,8 @@
 //! - [`auth`]: bearer token, session cookie, CSRF;
 //! - [`export`]: a user's images as a streamed zip;
 //! - [`charts`]: in-process counters sampled for the overview's charts;
-//! - [`respond`]: outcomes to HTTP, in one place.
+//! - [`respond`]: outcomes to HTTP, in one place;
+//! - [`listener`]: the accept loop, with a header read timeout.
 
 mod actions;
 mod api;
@@ -22,6 +23,7 @@ mod assets;
 mod auth;
 mod charts;
 mod export;
+mod listener;
 mod media;
 mod pages;
 mod respond;
@@ -113,7 +115,7 @@ impl AdminService {
 
 #[async_trait]
 impl BackgroundService for AdminService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
+    async fn start(&self, shutdown: ShutdownWatch) {
         let taken = self
             .listener
             .lock()
@@ -132,16 +134,7 @@ impl BackgroundService for AdminService {
         // The overview's charts sample the counters every 10 s, for as
         // long as the listener runs.
         let sampler = tokio::spawn(charts::run_sampler(self.ctx.clone()));
-        let app = router(self.ctx.clone());
-        let stop = async move {
-            let _ = shutdown.changed().await;
-        };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::error!(error = %e, "admin listener failed");
-        }
+        listener::serve(listener, router(self.ctx.clone()), shutdown).await;
         sampler.abort();
     }
 }

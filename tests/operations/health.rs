@@ -86,3 +86,32 @@ async fn public_health_path_is_answered_not_forwarded() {
     assert_eq!(get(&s.proxy, "/__permaproxy/other", &[]).await.status, 404);
     assert_eq!(s.api.count("/__permaproxy/other"), 1);
 }
+
+/// A client that sends half a request to the admin listener is cut off
+/// after the header read timeout (10 s), and never blocks anyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_drops_a_client_that_never_finishes_its_headers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = stands(&[]).await;
+    let addr = s.proxy.admin().trim_start_matches("http://").to_string();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // Others are served meanwhile.
+    let live = fetch(client().get(format!("{}/healthz", s.proxy.admin()))).await;
+    assert_eq!(live.status, 200);
+    // The half request is never answered; the connection is closed. 30 s
+    // is a bound on a hang, not a timing assertion (the timeout is 10 s).
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(secs(30), slow.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "the half request held its connection for 30 s"
+    );
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("200 OK"),
+        "a half request was answered: {}",
+        String::from_utf8_lossy(&buf)
+    );
+}
