@@ -14,7 +14,7 @@ use axum::Router;
 use serde_json::json;
 
 use super::respond::{api_error, json, reply, unavailable, ApiFail};
-use super::{auth, Ctx};
+use super::Ctx;
 use crate::clock::rfc3339;
 use crate::error::ApiError;
 use crate::ids::{ImageId, ImageKey, UserId};
@@ -46,15 +46,10 @@ pub fn open_routes() -> Router<Arc<Ctx>> {
         .route("/metrics", get(prometheus))
 }
 
-fn authorization(req: &Request) -> Option<&str> {
-    req.headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-}
-
 pub async fn require_bearer(State(ctx): State<Arc<Ctx>>, req: Request, next: Next) -> Response {
-    match auth::check_bearer(ctx.keys.as_ref(), authorization(&req)) {
-        Ok(()) => next.run(req).await,
+    let (parts, body) = req.into_parts();
+    match ctx.check_bearer(&parts) {
+        Ok(()) => next.run(Request::from_parts(parts, body)).await,
         Err(e) => api_error(&e),
     }
 }
@@ -68,7 +63,8 @@ pub async fn fallback(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
         return super::ui::not_found(&ctx, &req);
     }
     if path.starts_with("/admin/") {
-        if let Err(e) = auth::check_bearer(ctx.keys.as_ref(), authorization(&req)) {
+        let (parts, _) = req.into_parts();
+        if let Err(e) = ctx.check_bearer(&parts) {
             return api_error(&e);
         }
         return json(

@@ -36,18 +36,22 @@ const IN_FLIGHT: usize = 4;
 
 type Chunks = mpsc::Sender<Result<Bytes, std::io::Error>>;
 
+fn bearer_of(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
 /// The bearer token (scripts) or a session (the page's button).
 pub async fn export(
     State(ctx): State<Arc<Ctx>>,
     Path(user): Path<String>,
-    headers: HeaderMap,
+    parts: http::request::Parts,
 ) -> Response {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    if let Err(e) = auth::check_bearer(ctx.keys.as_ref(), bearer) {
-        if matches!(e, ApiError::AdminDisabled) || ui::session_of(&ctx, &headers).is_none() {
-            return ApiFail(e).into_response();
+    let headers = &parts.headers;
+    if let Err(e) = auth::check_bearer(ctx.keys.as_ref(), bearer_of(headers)) {
+        if matches!(e, ApiError::AdminDisabled) || ui::session_of(&ctx, headers).is_none() {
+            return ApiFail(ctx.refusal(parts.extensions.get(), e)).into_response();
         }
     }
     let user = match parse_user(&user) {

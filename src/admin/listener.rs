@@ -10,13 +10,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use axum::{Extension, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use pingora::server::ShutdownWatch;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+
+/// The client's address, in every request's extensions: the wrong-token
+/// throttle is per client.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::IpAddr);
 
 /// A request's headers must arrive within this (from its first byte, and
 /// on a kept-alive connection from the end of the previous answer).
@@ -37,12 +42,12 @@ pub async fn serve(listener: TcpListener, app: Router, mut shutdown: ShutdownWat
             slot = slots.clone().acquire_owned() => match slot {
                 Ok(slot) => tokio::select! {
                     _ = shutdown.changed() => break,
-                    r = listener.accept() => r.map(|(stream, _)| (stream, slot)),
+                    r = listener.accept() => r.map(|(stream, peer)| (stream, peer, slot)),
                 },
                 Err(_) => break,
             },
         };
-        let (stream, slot) = match accepted {
+        let (stream, peer, slot) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 // Out of file descriptors, mostly: back off, do not spin.
@@ -54,7 +59,10 @@ pub async fn serve(listener: TcpListener, app: Router, mut shutdown: ShutdownWat
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+            .serve_connection(
+                TokioIo::new(stream),
+                TowerToHyperService::new(app.clone().layer(Extension(Peer(peer.ip())))),
+            );
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {

@@ -41,6 +41,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::config::Config;
+use crate::error::ApiError;
 use crate::hosting::Hosting;
 use crate::repo::ImageRecord;
 
@@ -51,7 +52,15 @@ pub struct Ctx {
     /// `None` when `ADMIN_TOKEN` is not set: `/admin/` answers 403.
     keys: Option<auth::Keys>,
     charts: charts::Charts,
+    /// Wrong tokens per client address (see [`Ctx::refusal`]).
+    wrong_tokens: crate::limits::RateLimiter,
 }
+
+/// Wrong tokens a client may send at once, then one per 5 s: a guessing
+/// run against a 32-character token gets nowhere, and an operator who
+/// mistypes is not locked out.
+const WRONG_TOKEN_BURST: f64 = 10.0;
+const WRONG_TOKENS_PER_SEC: f64 = 0.2;
 
 impl Ctx {
     pub fn new(cfg: Arc<Config>, hosting: Arc<Hosting>) -> Ctx {
@@ -65,7 +74,41 @@ impl Ctx {
             hosting,
             keys,
             charts: charts::Charts::default(),
+            wrong_tokens: crate::limits::RateLimiter::with(
+                WRONG_TOKENS_PER_SEC,
+                WRONG_TOKEN_BURST,
+                64,
+            ),
         }
+    }
+
+    /// What to answer a wrong token from `peer` with: `e`, until the
+    /// client has spent its tries, then 429. Right tokens are never
+    /// counted, so someone guessing cannot lock the operator out.
+    pub fn refusal(&self, peer: Option<&listener::Peer>, e: ApiError) -> ApiError {
+        if !matches!(e, ApiError::Unauthorized) {
+            return e;
+        }
+        let Some(peer) = peer else {
+            return e;
+        };
+        match self.wrong_tokens.check(peer.0) {
+            Ok(()) => e,
+            Err(retry_after_secs) => {
+                tracing::warn!(client = %peer.0, "admin: too many wrong tokens");
+                ApiError::RateLimited { retry_after_secs }
+            }
+        }
+    }
+
+    /// The bearer check of every `/admin/` API route, throttled.
+    pub fn check_bearer(&self, req: &http::request::Parts) -> Result<(), ApiError> {
+        let header = req
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        auth::check_bearer(self.keys.as_ref(), header)
+            .map_err(|e| self.refusal(req.extensions.get(), e))
     }
 
     /// The public URL of an image, as the API hands it out: signed (with

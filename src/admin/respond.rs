@@ -109,7 +109,16 @@ impl IntoResponse for UiFail {
             // Admin disabled is the same 403 JSON as the API: there is no
             // page to show.
             UiFail::Api(e @ ApiError::AdminDisabled) => return api_error(&e),
-            UiFail::Api(e) => (e.status(), "Something went wrong", e.to_string()),
+            UiFail::Api(e) => {
+                let mut r =
+                    super::pages::error_page(e.status(), "Something went wrong", &e.to_string());
+                for (k, v) in e.extra_headers() {
+                    if let Ok(v) = HeaderValue::from_str(&v) {
+                        r.headers_mut().insert(k, v);
+                    }
+                }
+                return r;
+            }
             UiFail::Csrf => (
                 403,
                 "Refused",

@@ -11,10 +11,11 @@ use axum::extract::{Request, State};
 use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
+use axum::{Extension, Form, Router};
 use http::{header, HeaderValue, Method};
 
 use super::auth::{self, Keys, Session};
+use super::listener::Peer;
 use super::pages::{error_page, Chrome, LoginPage};
 use super::respond::{html, see_other, UiFail};
 use super::{actions, assets, media, views, Ctx};
@@ -139,12 +140,18 @@ pub struct LoginForm {
 /// cookie is `SameSite=Strict`, and the form only proves the token.
 async fn login(
     State(ctx): State<Arc<Ctx>>,
+    peer: Option<Extension<Peer>>,
     headers: http::HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, UiFail> {
     let keys = keys(&ctx)?;
     if !keys.token_ok(&form.token) {
         tracing::warn!("admin login refused: wrong token");
+        let peer = peer.map(|Extension(p)| p);
+        if let e @ ApiError::RateLimited { .. } = ctx.refusal(peer.as_ref(), ApiError::Unauthorized)
+        {
+            return Err(UiFail::Api(e));
+        }
         let page = LoginPage {
             chrome: Chrome::anonymous(),
             error: Some("That is not the admin token."),

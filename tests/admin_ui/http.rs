@@ -410,3 +410,34 @@ async fn the_page_is_off_without_an_admin_token() {
     let r = fetch(client().get(format!("{}/admin/users/u/export.zip", s.proxy.admin()))).await;
     assert_eq!(r.status, 403);
 }
+
+/// Wrong tokens cost a client its tries (10, then one per 5 s) on the API
+/// and the login form alike; the right token is never refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_tokens_are_throttled_but_the_right_one_still_works() {
+    let s = stands(&[]).await;
+    let api = |token: &'static str| {
+        let p = &s.proxy;
+        async move { admin_call(p, token, reqwest::Method::GET, "/admin/stats").await }
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(api("wrong-token").await.status);
+    }
+    assert_eq!(&statuses[..10], &[401; 10], "{statuses:?}");
+    assert_eq!(&statuses[10..], &[429; 2], "{statuses:?}");
+    let r = api("wrong-token").await;
+    assert_eq!(r.json()["code"], "rate_limited");
+    assert!(r.h("retry-after").parse::<u64>().unwrap() >= 1);
+    // The operator is not locked out, on the API or the page.
+    assert_eq!(api(TOKEN).await.status, 200);
+    let form = fetch(
+        client()
+            .post(format!("{}/admin/ui/login", s.proxy.admin()))
+            .form(&[("token", "still-wrong")]),
+    )
+    .await;
+    assert_eq!(form.status, 429, "the page shares the budget");
+    assert!(!form.h("retry-after").is_empty());
+    login(&s.proxy).await;
+}
