@@ -133,8 +133,12 @@ pub fn start_stand_ins() -> Result<Vec<(String, String)>, String> {
             format!("http://127.0.0.1:{proxy}"),
         ),
         ("LOG_FORMAT".into(), "pretty".into()),
+        // Loopback only, and printed: the demo shows the admin page.
+        ("ADMIN_TOKEN".into(), DEMO_ADMIN_TOKEN.into()),
     ])
 }
+
+const DEMO_ADMIN_TOKEN: &str = "demo-admin-token";
 
 /// Prints each step of the flow with what the client sees.
 fn walkthrough(proxy: u16, admin: u16, files: u16) {
@@ -182,6 +186,6 @@ fn walkthrough(proxy: u16, admin: u16, files: u16) {
             }
             Err(e) => println!("3. GET {hosted} failed: {e}"),
         }
-        println!("4. try it yourself:\n   curl -s -X POST {base}/v1/images/generate\n   curl -sI {hosted}\n   curl -s http://127.0.0.1:{admin}/metrics | grep permaproxy_\n   (Ctrl-C stops the demo)\n");
+        println!("4. try it yourself:\n   curl -s -X POST {base}/v1/images/generate\n   curl -sI {hosted}\n   curl -sI '{hosted}?w=128&format=webp'    (a 128 px WebP variant)\n   curl -s http://127.0.0.1:{admin}/metrics | grep permaproxy_\n   admin page: http://127.0.0.1:{admin}/admin/ui  (token: {DEMO_ADMIN_TOKEN})\n   (Ctrl-C stops the demo)\n");
     });
 }
