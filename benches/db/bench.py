@@ -937,6 +937,9 @@ def main():
     if not old_bin:
         log("no --old-bin: generate and import rows run without the previous release")
 
+    # The partial JSON is written after every table, long before the report.
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     tmpdir = tempfile.mkdtemp(prefix="permaproxy-dbbench-")
     os.chmod(tmpdir, 0o755)
     log("temp dir %s" % tmpdir)
