@@ -956,7 +956,8 @@ def main():
                                                      os.uname().release)),
         ("permaproxy", "%s (git %s)" % (binary, H.cmd_output(["git", "-C", REPO, "rev-parse", "--short", "HEAD"]))),
         ("old release", old_bin or "-"),
-        ("command", "benches/db.sh " + " ".join(sys.argv[1:])),
+        ("command", os.environ.get("DBBENCH_COMMAND")
+         or "benches/db/bench.py " + " ".join(sys.argv[1:])),
         ("conns", args.conns),
         ("load average at start", loadavg()),
     ]
