@@ -27,6 +27,36 @@ enum Plan {
     Keep,
 }
 
+/// Each distinct source of a response once, with the key it is hosted under.
+pub(super) fn keyed(
+    user: &UserId,
+    sources: Vec<(String, Source)>,
+) -> Vec<(String, Source, ImageKey)> {
+    let mut seen = HashSet::new();
+    sources
+        .into_iter()
+        .filter(|(v, _)| seen.insert(v.clone()))
+        .map(|(v, s)| {
+            let key = ImageKey::new(user.clone(), ImageId::for_source(&v));
+            (v, s, key)
+        })
+        .collect()
+}
+
+/// The rows a hand-out commits: URL sources only (a `data:` URI carries its
+/// bytes, so there is nothing to download again after a crash).
+pub(super) fn new_images(keyed: &[(String, Source, ImageKey)]) -> Vec<NewImage> {
+    keyed
+        .iter()
+        .filter(|(_, s, _)| matches!(s, Source::Url(_)))
+        .map(|(v, _, k)| NewImage {
+            key: k.clone(),
+            source_url: v.clone(),
+            format: guess_format(v),
+        })
+        .collect()
+}
+
 impl Hosting {
     /// Hosts the sources of one response. Returns a replacement for every
     /// source whose hosted URL is safe to hand out; the rest keep theirs.
@@ -38,15 +68,7 @@ impl Hosting {
         base: &str,
     ) -> HashMap<String, Replacement> {
         let now = now_ms();
-        let mut seen = HashSet::new();
-        let keyed: Vec<(String, Source, ImageKey)> = sources
-            .into_iter()
-            .filter(|(v, _)| seen.insert(v.clone()))
-            .map(|(v, s)| {
-                let key = ImageKey::new(user.clone(), ImageId::for_source(&v));
-                (v, s, key)
-            })
-            .collect();
+        let keyed = keyed(user, sources);
         let urls = Urls {
             base,
             signing: &self.cfg.signing,
@@ -134,15 +156,7 @@ impl Hosting {
         prediction_id: &Option<String>,
         now: u64,
     ) -> HashMap<String, ImageRecord> {
-        let images: Vec<NewImage> = keyed
-            .iter()
-            .filter(|(_, s, _)| matches!(s, Source::Url(_)))
-            .map(|(v, _, k)| NewImage {
-                key: k.clone(),
-                source_url: v.clone(),
-                format: guess_format(v),
-            })
-            .collect();
+        let images = new_images(keyed);
         if images.is_empty() {
             return HashMap::new();
         }

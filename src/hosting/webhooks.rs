@@ -7,12 +7,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::download::Job;
-use super::handout::{guess_format, pending_replacement};
+use super::handout::{keyed, new_images, pending_replacement};
 use super::Hosting;
 use crate::clock::now_ms;
-use crate::ids::{ImageId, ImageKey, UserId};
+use crate::ids::UserId;
 use crate::metrics;
-use crate::repo::{HandOut, NewImage};
+use crate::repo::HandOut;
 use crate::rewrite::Replacement;
 use crate::sources::Source;
 
@@ -58,23 +58,9 @@ impl Hosting {
         base: &str,
     ) -> Capture {
         let now = now_ms();
-        let keyed: Vec<(String, Source, ImageKey)> = sources
-            .into_iter()
-            .map(|(v, s)| {
-                let key = ImageKey::new(user.clone(), ImageId::for_source(&v));
-                (v, s, key)
-            })
-            .collect();
+        let keyed = keyed(user, sources);
         let batch = HandOut {
-            images: keyed
-                .iter()
-                .filter(|(_, s, _)| matches!(s, Source::Url(_)))
-                .map(|(v, _, k)| NewImage {
-                    key: k.clone(),
-                    source_url: v.clone(),
-                    format: guess_format(v),
-                })
-                .collect(),
+            images: new_images(&keyed),
             prediction_id: prediction_id.clone(),
             now,
             owner: Some(self.replica_id.clone()),
@@ -107,15 +93,18 @@ impl Hosting {
             };
             // A data: URI has no row to commit: it is stored in the
             // background like the rest, and keeps its place in the body.
-            let stored = rows.iter().find(|r| r.key == key);
+            let stored = rows
+                .iter()
+                .find(|r| r.key == key)
+                .and_then(|r| r.stored_meta());
             if matches!(source, Source::Url(_)) {
-                let r = match stored.and_then(|r| r.stored_meta()) {
-                    Some(meta) => super::handout::replacement(&urls, &meta),
+                let r = match &stored {
+                    Some(meta) => super::handout::replacement(&urls, meta),
                     None => pending_replacement(&urls, &key, &value, now),
                 };
                 out.insert(value.clone(), r);
             }
-            if stored.is_none_or(|r| r.stored_meta().is_none()) {
+            if stored.is_none() {
                 drop(self.ensure(job));
             }
         }
