@@ -239,22 +239,15 @@ fn avif_and_garbage_are_left_alone() {
     assert_eq!(exif_orientation(b""), None);
 }
 
-#[test]
-fn random_corruption_never_panics() {
-    // Deterministic xorshift, so a failure reproduces.
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+/// One fixture per format carrying metadata (EXIF with `orientation`, and
+/// an ICC profile where the format holds one), for the corruption tests.
+fn tagged_inputs(orientation: u16) -> Vec<(Vec<u8>, Format)> {
     let icc = fake_icc();
     let mut exif = b"Exif\0\0".to_vec();
-    exif.extend_from_slice(&exif_with(6));
-    let inputs = [
+    exif.extend_from_slice(&exif_with(orientation));
+    vec![
         (
-            png_with(&fixture("sample.png"), &[(b"eXIf", exif_with(6))]),
+            png_with(&fixture("sample.png"), &[(b"eXIf", exif_with(orientation))]),
             Format::Png,
         ),
         (
@@ -269,7 +262,20 @@ fn random_corruption_never_panics() {
             Format::Webp,
         ),
         (fixture("sample.gif"), Format::Gif),
-    ];
+    ]
+}
+
+#[test]
+fn random_corruption_never_panics() {
+    // Deterministic xorshift, so a failure reproduces.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let inputs = tagged_inputs(6);
     for (bytes, f) in &inputs {
         for _ in 0..2000 {
             let mut b = bytes.clone();
@@ -287,27 +293,7 @@ fn random_corruption_never_panics() {
 
 #[test]
 fn truncations_never_panic() {
-    let icc = fake_icc();
-    let mut exif = b"Exif\0\0".to_vec();
-    exif.extend_from_slice(&exif_with(3));
-    let inputs = [
-        (
-            png_with(&fixture("sample.png"), &[(b"eXIf", exif_with(3))]),
-            Format::Png,
-        ),
-        (
-            jpeg_with(
-                &fixture("sample.jpg"),
-                &[(0xe1, exif), (0xe2, icc_app2(&icc))],
-            ),
-            Format::Jpeg,
-        ),
-        (
-            webp_with_icc(&fixture("sample.webp"), &icc, 64, 48).unwrap(),
-            Format::Webp,
-        ),
-        (fixture("sample.gif"), Format::Gif),
-    ];
+    let inputs = tagged_inputs(3);
     for (bytes, f) in inputs {
         for cut in 0..bytes.len() {
             let _ = strip_metadata(&bytes[..cut], f);
