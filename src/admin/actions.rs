@@ -8,25 +8,18 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::Form;
 
-use super::api::{parse_image, parse_user};
+use super::api::{parse_key, parse_user};
 use super::respond::{see_other, UiFail};
 use super::Ctx;
 use crate::error::ApiError;
-use crate::ids::ImageKey;
 
 type Done = Result<Response, UiFail>;
-
-fn key_of(user: &str, image: &str) -> Result<ImageKey, ApiError> {
-    let user = parse_user(user)?;
-    let id = parse_image(image).ok_or(ApiError::ImageNotFound)?;
-    Ok(ImageKey::new(user, id))
-}
 
 pub async fn delete_image(
     State(ctx): State<Arc<Ctx>>,
     Path((user, image)): Path<(String, String)>,
 ) -> Done {
-    let key = key_of(&user, &image)?;
+    let key = parse_key(&user, &image)?;
     if !ctx.hosting.delete_image(&key).await? {
         return Err(ApiError::ImageNotFound.into());
     }
@@ -62,7 +55,7 @@ pub async fn retry(
     State(ctx): State<Arc<Ctx>>,
     Path((user, image)): Path<(String, String)>,
 ) -> Done {
-    let key = key_of(&user, &image)?;
+    let key = parse_key(&user, &image)?;
     if !ctx.hosting.retry_failed(&key).await? {
         return Err(UiFail::Form(
             "That download is no longer failed (retried or deleted already), or has no source to fetch again."

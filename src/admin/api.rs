@@ -178,17 +178,20 @@ pub fn parse_image(image: &str) -> Option<ImageId> {
     ImageId::parse(id)
 }
 
+/// `{user}` and `{image}` of an admin path: a bad user id is 400, an image
+/// id that cannot exist is 404.
+pub fn parse_key(user: &str, image: &str) -> Result<ImageKey, ApiError> {
+    let user = parse_user(user)?;
+    let id = parse_image(image).ok_or(ApiError::ImageNotFound)?;
+    Ok(ImageKey::new(user, id))
+}
+
 async fn delete_one(
     State(ctx): State<Arc<Ctx>>,
     Path((user, image)): Path<(String, String)>,
 ) -> ApiResult {
-    let user = parse_user(&user)?;
-    let id = parse_image(&image).ok_or(ApiError::ImageNotFound)?;
-    let existed = ctx
-        .hosting
-        .delete_image(&ImageKey::new(user, id))
-        .await
-        .map_err(unavailable)?;
+    let key = parse_key(&user, &image)?;
+    let existed = ctx.hosting.delete_image(&key).await.map_err(unavailable)?;
     if !existed {
         return Err(ApiError::ImageNotFound.into());
     }

@@ -9,8 +9,9 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use http::{header, HeaderValue};
 
+use super::api::parse_key;
 use super::respond::reply;
-use super::views::{key_of, Page};
+use super::views::Page;
 use super::Ctx;
 use crate::error::ApiError;
 use crate::hosting::VariantLookup;
@@ -29,7 +30,7 @@ pub async fn media(
     Path((user, file)): Path<(String, String)>,
     Query(q): Query<MediaQuery>,
 ) -> Page {
-    let key = key_of(&user, &file)?;
+    let key = parse_key(&user, &file)?;
     if let Some(w) = q.w {
         if let Some(r) = thumbnail(&ctx, &key, w).await {
             return Ok(r);

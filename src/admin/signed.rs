@@ -16,12 +16,11 @@ use axum::routing::{post, put};
 use axum::Router;
 use serde_json::json;
 
-use super::api::{image_json, parse_image, parse_user, require_bearer};
+use super::api::{image_json, parse_key, require_bearer};
 use super::respond::{json, unavailable, ApiFail};
 use super::Ctx;
 use crate::config::SigningMode;
 use crate::error::ApiError;
-use crate::ids::ImageKey;
 use crate::variants::VariantSpec;
 
 /// Ten years: longer is no expiry in practice, and mint `ttl=0` for that.
@@ -37,12 +36,6 @@ pub fn routes(ctx: Arc<Ctx>) -> Router<Arc<Ctx>> {
             put(make_private).delete(make_public),
         )
         .route_layer(axum::middleware::from_fn_with_state(ctx, require_bearer))
-}
-
-fn key_of(user: &str, image: &str) -> Result<ImageKey, ApiError> {
-    let user = parse_user(user)?;
-    let id = parse_image(image).ok_or(ApiError::ImageNotFound)?;
-    Ok(ImageKey::new(user, id))
 }
 
 /// What a mint asks for: a lifetime (`None`: the configured one) and the
@@ -78,7 +71,7 @@ async fn mint(
     Path((user, image)): Path<(String, String)>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
-    let key = key_of(&user, &image)?;
+    let key = parse_key(&user, &image)?;
     let q = parse_mint(q.as_deref().unwrap_or(""), &ctx.cfg.variants.widths)?;
     let signing = &ctx.cfg.signing;
     let signer = match (&signing.signer, signing.mode) {
@@ -124,7 +117,7 @@ async fn make_public(
 }
 
 async fn set(ctx: &Ctx, user: &str, image: &str, private: bool) -> ApiResult {
-    let key = key_of(user, image)?;
+    let key = parse_key(user, image)?;
     // A private image nobody can sign for could never be served again.
     if private && ctx.cfg.signing.mode == SigningMode::Off {
         return Err(ApiError::SigningOff.into());

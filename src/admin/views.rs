@@ -9,7 +9,7 @@ use askama::Template;
 use axum::extract::{Extension, Path, Query, State};
 use axum::response::Response;
 
-use super::api::{failed_cursor, parse_cursor, parse_image, parse_user};
+use super::api::{failed_cursor, parse_cursor, parse_key, parse_user};
 use super::auth::Session;
 use super::charts::{chart, OUTCOMES, TIERS};
 use super::pages::*;
@@ -18,7 +18,7 @@ use super::ui::chrome;
 use super::Ctx;
 use crate::clock::now_ms;
 use crate::error::ApiError;
-use crate::ids::{ImageId, ImageKey, UserId};
+use crate::ids::{ImageId, UserId};
 use crate::repo::ImageState;
 
 pub(super) type Page = Result<Response, UiFail>;
@@ -223,12 +223,6 @@ pub async fn gallery(
     Ok(html(200, page.render()?))
 }
 
-pub(super) fn key_of(user: &str, image: &str) -> Result<ImageKey, ApiError> {
-    let user = parse_user(user)?;
-    let id = parse_image(image).ok_or(ApiError::ImageNotFound)?;
-    Ok(ImageKey::new(user, id))
-}
-
 fn opt_time(ms: Option<u64>) -> String {
     ms.map_or_else(|| "—".into(), crate::clock::rfc3339)
 }
@@ -239,7 +233,7 @@ pub async fn image(
     Path((user, image)): Path<(String, String)>,
 ) -> Page {
     let now = now_ms();
-    let key = key_of(&user, &image)?;
+    let key = parse_key(&user, &image)?;
     let r = ctx
         .hosting
         .image_record(&key)
