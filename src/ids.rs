@@ -55,6 +55,25 @@ impl std::fmt::Display for UserId {
     }
 }
 
+/// Whose images these are, and whether the id came from a source the client
+/// cannot choose (a response header Studio API set, a verified token). Only
+/// a trusted owner's images count against the per-user limit and can be
+/// evicted by it: a claimed id must never push someone else's images out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub user: UserId,
+    pub trusted: bool,
+}
+
+impl Owner {
+    pub fn untrusted(user: UserId) -> Owner {
+        Owner {
+            user,
+            trusted: false,
+        }
+    }
+}
+
 /// `img_` and 24 lowercase hex characters (96 bits of SHA-256 of the source).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ImageId(String);

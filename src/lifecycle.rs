@@ -47,14 +47,43 @@ pub struct Rules {
 }
 
 impl Rules {
-    pub fn from_config(c: &LifecycleConfig) -> Rules {
+    /// `volume_bytes`: the size of the volume images live on, when the
+    /// store can tell (the default free-space floor is a share of it).
+    pub fn from_config(c: &LifecycleConfig, volume_bytes: Option<u64>) -> Rules {
         Rules {
             max_age: c.max_age,
             per_user_limit: c.per_user_limit,
             max_bytes: c.storage_max_bytes,
-            min_free_bytes: c.min_free_bytes,
+            min_free_bytes: free_floor(c.min_free_bytes, volume_bytes),
         }
     }
+}
+
+/// The default floor's share of the volume, and its ceiling.
+const FLOOR_PERCENT: u64 = 5;
+const FLOOR_CEILING: u64 = 1 << 30;
+
+/// The free space to keep: the setting when there is one, else 5% of the
+/// volume, at most 1 GiB. A share keeps a small volume (Railway's start at
+/// 0.5 GB) usable, where a fixed 1 GiB would refuse every image; the
+/// ceiling keeps a large shared disk from evicting images to make room for
+/// other programs' files. A store that cannot tell its size (S3) has none.
+pub fn free_floor(setting: Option<u64>, volume_bytes: Option<u64>) -> u64 {
+    match (setting, volume_bytes) {
+        (Some(bytes), _) => bytes,
+        (None, Some(volume)) => (volume / 100 * FLOOR_PERCENT).min(FLOOR_CEILING),
+        (None, None) => 0,
+    }
+}
+
+/// What a byte bound asks to free now: the larger of the bytes over the cap
+/// and the bytes missing to the free-space floor. Zero when within both.
+pub fn bytes_to_free(rules: &Rules, stored_bytes: u64, free_bytes: Option<u64>) -> u64 {
+    let over_cap = rules
+        .max_bytes
+        .map_or(0, |cap| stored_bytes.saturating_sub(cap));
+    let under_floor = free_bytes.map_or(0, |free| rules.min_free_bytes.saturating_sub(free));
+    over_cap.max(under_floor)
 }
 
 /// What the plan needs to know of one stored image.
@@ -64,6 +93,9 @@ pub struct Candidate {
     /// Its bytes, variants included: deleting it frees all of them.
     pub size: u64,
     pub requested_at: u64,
+    /// Filed under an id from a trusted source: only such images count
+    /// against the per-user limit, and only they can be evicted by it.
+    pub trusted: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -117,7 +149,7 @@ impl Planner {
         if self.now.saturating_sub(c.requested_at) >= self.max_age_ms {
             return Some(Reason::Expired);
         }
-        if self.per_user_limit > 0 {
+        if self.per_user_limit > 0 && c.trusted {
             let n = self.per_user.entry(c.key.user.clone()).or_default();
             *n += 1;
             if *n > self.per_user_limit {
@@ -178,6 +210,7 @@ mod tests {
             ),
             size,
             requested_at: accessed,
+            trusted: true,
         }
     }
 
@@ -212,6 +245,48 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].1, Reason::UserLimit);
         assert_eq!(out[0].0.key.id, ImageId::for_source("2"));
+    }
+
+    #[test]
+    fn finding_01_untrusted_images_are_never_evicted_by_the_user_limit() {
+        let claimed = |n, at| Candidate {
+            trusted: false,
+            ..row("a", n, 10, at)
+        };
+        // Two trusted images fill the limit; three claimed ones are neither
+        // counted nor evicted, however recently they were requested.
+        let rows = vec![
+            claimed(1, 199_000),
+            claimed(2, 198_000),
+            row("a", 3, 10, 197_000),
+            claimed(4, 196_000),
+            row("a", 5, 10, 195_000),
+            row("a", 6, 10, 194_000),
+        ];
+        let out = plan(rows, 200_000, &rules(), None);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0.key.id, ImageId::for_source("6"));
+        assert_eq!(out[0].1, Reason::UserLimit);
+    }
+
+    #[test]
+    fn the_default_floor_is_a_share_of_the_volume_with_a_ceiling() {
+        assert_eq!(free_floor(None, Some(500_000_000)), 25_000_000);
+        assert_eq!(free_floor(None, Some(250 << 30)), 1 << 30);
+        assert_eq!(free_floor(None, None), 0);
+        assert_eq!(free_floor(Some(0), Some(250 << 30)), 0);
+        assert_eq!(free_floor(Some(7), None), 7);
+    }
+
+    #[test]
+    fn bytes_to_free_takes_the_larger_deficit() {
+        let mut r = rules();
+        r.max_bytes = Some(100);
+        r.min_free_bytes = 50;
+        assert_eq!(bytes_to_free(&r, 90, Some(60)), 0);
+        assert_eq!(bytes_to_free(&r, 130, Some(60)), 30);
+        assert_eq!(bytes_to_free(&r, 90, Some(10)), 40);
+        assert_eq!(bytes_to_free(&r, 130, None), 30);
     }
 
     #[test]

@@ -91,8 +91,11 @@ fn warn_about_setup(cfg: &Config) {
     {
         tracing::warn!("S3 storage with the embedded SQLite database: run one replica only; several replicas on one bucket need DATABASE_URL=postgres://…");
     }
-    if !cfg.webhook.paths.is_empty() && cfg.webhook.secret.is_none() {
-        tracing::warn!("IMAGE_WEBHOOK_PATHS without REPLICATE_WEBHOOK_SECRET: webhooks are captured without verification (sources are still limited to REPLICATE_HOSTS)");
+    if !cfg.user_id.has_trusted_source() {
+        tracing::warn!(
+            sources = %cfg.user_id.describe_sources(),
+            "IMAGE_USER_ID_FROM names no trusted source (response-header: or jwt:): every id is a client's claim, so IMAGE_PER_USER_LIMIT evicts nothing and only retention and the disk bound what is stored"
+        );
     }
     if cfg.persist.mode == crate::config::PersistMode::OnFirstHit
         && cfg.persist.first_hit_deadline.is_none()

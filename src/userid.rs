@@ -6,7 +6,7 @@
 use http::HeaderMap;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
-use crate::ids::UserId;
+use crate::ids::{Owner, UserId};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UserIdSource {
@@ -207,9 +207,10 @@ impl UserIdPolicy {
             })
     }
 
-    /// The first source that yields an id wins. `None` only when ids are
-    /// required and no source yielded one: then nothing is hosted.
-    pub fn resolve(&self, facts: &Facts) -> Option<UserId> {
+    /// The first source that yields an id wins, and says whether it is
+    /// trusted (`anonymous` never is). `None` only when ids are required
+    /// and no source yielded one: then nothing is hosted.
+    pub fn resolve(&self, facts: &Facts) -> Option<Owner> {
         for s in &self.sources {
             let raw = match s {
                 UserIdSource::ResponseHeader(n) => header(facts.response_headers, n),
@@ -223,13 +224,31 @@ impl UserIdPolicy {
                         serde_json::Value::Number(n) => Some(n.to_string()),
                         _ => None,
                     }),
-                UserIdSource::Anonymous => return Some(UserId::anonymous()),
+                UserIdSource::Anonymous => return Some(Owner::untrusted(UserId::anonymous())),
             };
             if let Some(raw) = raw.filter(|r| !r.trim().is_empty()) {
-                return Some(UserId::sanitize(raw.trim()));
+                return Some(Owner {
+                    user: UserId::sanitize(raw.trim()),
+                    trusted: s.is_trusted(),
+                });
             }
         }
-        (!self.required).then(UserId::anonymous)
+        (!self.required).then(|| Owner::untrusted(UserId::anonymous()))
+    }
+
+    /// Whether any source could ever yield a trusted id. Without one, the
+    /// per-user limit evicts nothing and the disk is the only bound.
+    pub fn has_trusted_source(&self) -> bool {
+        self.sources.iter().any(UserIdSource::is_trusted)
+    }
+
+    /// The sources in effect, as IMAGE_USER_ID_FROM would spell them.
+    pub fn describe_sources(&self) -> String {
+        self.sources
+            .iter()
+            .map(UserIdSource::describe)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     fn jwt_claim(&self, headers: &HeaderMap, claim: &str) -> Option<String> {

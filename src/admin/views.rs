@@ -59,7 +59,7 @@ pub async fn overview(State(ctx): State<Arc<Ctx>>, Extension(s): Extension<Sessi
                 format!("{} store", h.store_name())
             },
             href: None,
-            alert: free.is_some_and(|f| f < ctx.cfg.lifecycle.min_free_bytes),
+            alert: free.is_some_and(|f| f < ctx.hosting.free_floor()),
         },
         Stat {
             label: "Pending downloads",
@@ -399,7 +399,7 @@ pub async fn cleanup(State(ctx): State<Arc<Ctx>>, Extension(s): Extension<Sessio
         ),
         (
             "Minimum free disk",
-            match lc.min_free_bytes {
+            match ctx.hosting.free_floor() {
                 0 => "none".to_string(),
                 n => human_bytes(n),
             },

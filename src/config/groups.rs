@@ -115,7 +115,9 @@ pub struct LifecycleConfig {
     pub max_age: Duration,
     pub per_user_limit: usize,
     pub storage_max_bytes: Option<u64>,
-    pub min_free_bytes: u64,
+    /// `None`: the default floor, [`crate::lifecycle::free_floor`] of the
+    /// volume's size.
+    pub min_free_bytes: Option<u64>,
     pub cleanup_interval: Duration,
     pub failed_max_age: Duration,
     pub failed_keep: u32,
@@ -230,7 +232,10 @@ pub(super) fn lifecycle(raw: &Raw) -> Result<LifecycleConfig, ConfigError> {
             0 => None,
             n => Some(n),
         },
-        min_free_bytes: raw.parse::<u64>("IMAGE_MIN_FREE_BYTES")?,
+        min_free_bytes: match raw.get("IMAGE_MIN_FREE_BYTES") {
+            "auto" => None,
+            _ => Some(raw.parse::<u64>("IMAGE_MIN_FREE_BYTES")?),
+        },
         cleanup_interval: Duration::from_secs(raw.positive::<u64>("IMAGE_CLEANUP_INTERVAL_SECS")?),
         failed_max_age: Duration::from_secs_f64(
             raw.positive_f64("IMAGE_FAILED_RETENTION_DAYS")? * 86_400.0,
@@ -320,8 +325,18 @@ pub(super) fn webhook(raw: &Raw) -> Result<WebhookConfig, ConfigError> {
                 .map_err(|m| ConfigError::new("REPLICATE_WEBHOOK_SECRET", m))?,
         ),
     };
+    let paths = parse::path_patterns("IMAGE_WEBHOOK_PATHS", raw.get("IMAGE_WEBHOOK_PATHS"))?;
+    // Unsigned, anyone could POST a "webhook" naming any user, with data:
+    // images that no host list limits: stored under the victim, evicting
+    // theirs. Capture is signed or off.
+    if !paths.is_empty() && secret.is_none() {
+        return Err(ConfigError::new(
+            "REPLICATE_WEBHOOK_SECRET",
+            "IMAGE_WEBHOOK_PATHS is set, so REPLICATE_WEBHOOK_SECRET is required (the whsec_… key of Replicate's GET /v1/webhooks/default/secret): unsigned webhooks could file images under any user",
+        ));
+    }
     Ok(WebhookConfig {
-        paths: parse::path_patterns("IMAGE_WEBHOOK_PATHS", raw.get("IMAGE_WEBHOOK_PATHS"))?,
+        paths,
         secret,
         tolerance_secs: raw.positive::<u64>("REPLICATE_WEBHOOK_TOLERANCE_SECS")?,
         reject_invalid: raw.bool("REPLICATE_WEBHOOK_REJECT_INVALID")?,

@@ -171,6 +171,10 @@ impl Config {
                 "<redacted>".to_string()
             } else if s.name == "DATABASE_URL" {
                 redact_url(value)
+            } else if s.name == "IMAGE_USER_ID_FROM" {
+                // The list in effect, default included: what decides whose
+                // images are whose should never show as "".
+                self.user_id.describe_sources()
             } else {
                 value.to_string()
             };

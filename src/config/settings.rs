@@ -86,7 +86,7 @@ pub const SETTINGS: &[Setting] = &[
     s("IMAGE_MAX_AGE_DAYS", "90", "delete images not requested for this many days (decimals allowed)"),
     s("IMAGE_PER_USER_LIMIT", "50", "images kept per user, least recently requested evicted first; 0 means no limit"),
     s("IMAGE_STORAGE_MAX_BYTES", "0", "cap on stored image bytes; 0 means no cap"),
-    s("IMAGE_MIN_FREE_BYTES", "0", "evict least recently requested images while free disk is below this"),
+    s("IMAGE_MIN_FREE_BYTES", "auto", "evict least recently requested images, as each image is stored and at cleanup, while free disk is below this; auto: 5% of the volume, at most 1 GiB; 0 turns it off"),
     s("IMAGE_CLEANUP_INTERVAL_SECS", "86400", "how often the cleanup job runs (it also runs at start)"),
     s("IMAGE_FAILED_RETENTION_DAYS", "30", "failed downloads are listed (and answer 502) for this long, then forgotten"),
     s("IMAGE_FAILED_MAX", "10000", "at most this many failed downloads are remembered, newest first"),

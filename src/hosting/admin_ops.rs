@@ -61,6 +61,7 @@ impl Hosting {
                 source,
                 prediction_id: row.prediction_id,
                 handed_out_at: row.requested_at,
+                trusted: row.trusted,
             }));
         }
         Ok(true)

@@ -50,7 +50,7 @@ pub async fn walk_cleanup_plan(
     store: &dyn Store,
     mut visit: impl FnMut(ImageRecord, Reason) + Send,
 ) -> Result<(), HostError> {
-    let rules = Rules::from_config(&cfg.lifecycle);
+    let rules = Rules::from_config(&cfg.lifecycle, store.volume_bytes());
     let now = now_ms();
     let totals = repo.totals().await?;
     let free = (rules.min_free_bytes > 0)
@@ -74,6 +74,7 @@ pub async fn walk_cleanup_plan(
                 key: row.key.clone(),
                 size: row.size + variant_bytes.get(&row.key).copied().unwrap_or(0),
                 requested_at: row.requested_at,
+                trusted: row.trusted,
             };
             if let Some(reason) = planner.decide(&c) {
                 visit(row, reason);
@@ -247,7 +248,7 @@ impl Hosting {
     }
 
     /// The rows are gone: clear memory now, then remove the bytes.
-    async fn after_delete(&self, gone: &[ImageRecord]) {
+    pub(super) async fn after_delete(&self, gone: &[ImageRecord]) {
         self.forget_in_memory(gone).await;
         for row in gone.iter().filter(|r| r.state == ImageState::Stored) {
             self.remove_bytes(&row.key.relative_path(row.format)).await;

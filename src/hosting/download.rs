@@ -32,6 +32,9 @@ pub struct Job {
     /// When its URL was last handed out: the per-user limit never evicts an
     /// image handed out at or after this to make room for this one.
     pub handed_out_at: u64,
+    /// Its owner's id came from a trusted source: the per-user limit then
+    /// applies as it is stored.
+    pub trusted: bool,
 }
 
 impl Job {
@@ -102,7 +105,9 @@ impl Hosting {
             .await
             .map_err(store_error)?;
         let requested_at = if job.is_data() {
-            self.repo.upsert_stored(&meta, job.handed_out_at).await?;
+            self.repo
+                .upsert_stored(&meta, job.handed_out_at, job.trusted)
+                .await?;
             job.handed_out_at
         } else {
             match self.repo.mark_stored(&meta, downloaded.dims).await? {
@@ -114,8 +119,12 @@ impl Hosting {
                 }
             }
         };
-        self.enforce_user_limit(&job.key, requested_at.min(job.handed_out_at))
-            .await;
+        self.stored_bytes.add(meta.size);
+        let protect_since = requested_at.min(job.handed_out_at);
+        if job.trusted {
+            self.enforce_user_limit(&job.key, protect_since).await;
+        }
+        self.enforce_byte_budget(protect_since).await;
         Ok(Arc::new(meta))
     }
 

@@ -11,7 +11,7 @@ use super::download::Job;
 use super::Hosting;
 use crate::clock::{ms, now_ms, rfc3339};
 use crate::config::{PersistMode, SigningConfig};
-use crate::ids::{ImageId, ImageKey, UserId};
+use crate::ids::{ImageId, ImageKey, Owner, UserId};
 use crate::image_format::Format;
 use crate::metrics;
 use crate::repo::{HandOut, ImageRecord, ImageState, NewImage};
@@ -62,18 +62,20 @@ impl Hosting {
     /// source whose hosted URL is safe to hand out; the rest keep theirs.
     pub async fn host_sources(
         self: &Arc<Self>,
-        user: &UserId,
+        owner: &Owner,
         sources: Vec<(String, Source)>,
         prediction_id: Option<String>,
         base: &str,
     ) -> HashMap<String, Replacement> {
         let now = now_ms();
-        let keyed = keyed(user, sources);
+        let keyed = keyed(&owner.user, sources);
         let urls = Urls {
             base,
             signing: &self.cfg.signing,
         };
-        let rows = self.commit_rows(&keyed, &prediction_id, now).await;
+        let rows = self
+            .commit_rows(&keyed, &prediction_id, owner.trusted, now)
+            .await;
         let mut out = HashMap::new();
         let mut waits = Vec::new();
         for (value, source, key) in keyed {
@@ -82,6 +84,7 @@ impl Hosting {
                 source: value.clone(),
                 prediction_id: prediction_id.clone(),
                 handed_out_at: now,
+                trusted: owner.trusted,
             };
             match self.plan_one(&source, rows.get(&value), job, &urls) {
                 Plan::Ready(r) => {
@@ -154,6 +157,7 @@ impl Hosting {
         &self,
         keyed: &[(String, Source, ImageKey)],
         prediction_id: &Option<String>,
+        trusted: bool,
         now: u64,
     ) -> HashMap<String, ImageRecord> {
         let images = new_images(keyed);
@@ -173,6 +177,7 @@ impl Hosting {
                 (true, Some(d)) => now + ms(d),
                 (true, None) => u64::MAX / 2,
             },
+            trusted,
         };
         match self.repo.hand_out(&batch).await {
             Ok(rows) => {

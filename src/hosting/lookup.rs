@@ -79,6 +79,7 @@ impl Hosting {
             source: source.clone(),
             prediction_id: r.prediction_id.clone(),
             handed_out_at: r.requested_at,
+            trusted: r.trusted,
         });
         match tokio::time::timeout(self.cfg.persist.timeout, fut).await {
             Ok(Ok(meta)) => Lookup::Fetched(meta),

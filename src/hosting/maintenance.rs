@@ -53,6 +53,7 @@ impl Hosting {
                     source,
                     prediction_id: r.prediction_id,
                     handed_out_at: r.requested_at,
+                    trusted: r.trusted,
                 }));
                 started += 1;
             }

@@ -15,6 +15,7 @@
 //!   what happens to an image's bytes as it is stored?
 
 mod admin_ops;
+mod budget;
 mod cleanup;
 mod cpu_pool;
 mod download;
@@ -86,6 +87,10 @@ pub struct Hosting {
     /// leave the deleted bytes in memory.
     deletes: AtomicU64,
     cleanup_lock: tokio::sync::Mutex<()>,
+    /// One eviction for the disk bounds at a time, and the byte total it
+    /// works from.
+    budget_lock: tokio::sync::Mutex<()>,
+    stored_bytes: budget::StoredBytes,
     /// The one-time import of an older store could not list it yet.
     import_pending: AtomicBool,
     replica_id: String,
@@ -147,6 +152,8 @@ impl Hosting {
             hits: hits::Hits::default(),
             deletes: AtomicU64::new(0),
             cleanup_lock: tokio::sync::Mutex::new(()),
+            budget_lock: tokio::sync::Mutex::new(()),
+            stored_bytes: budget::StoredBytes::default(),
             import_pending: AtomicBool::new(import_pending),
         });
         hosting.publish_gauges().await;
@@ -183,6 +190,12 @@ impl Hosting {
 
     pub fn free_bytes(&self) -> Option<u64> {
         self.store.free_bytes()
+    }
+
+    /// The free space kept on the volume: IMAGE_MIN_FREE_BYTES, or its
+    /// default share of the volume.
+    pub fn free_floor(&self) -> u64 {
+        crate::lifecycle::free_floor(self.cfg.lifecycle.min_free_bytes, self.store.volume_bytes())
     }
 
     pub fn store_name(&self) -> &'static str {

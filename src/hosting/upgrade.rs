@@ -158,7 +158,7 @@ pub async fn import_legacy(
         .map_err(|e| ImportError::Store(e.to_string()))?;
     for meta in &images {
         let at = times.get(&meta.key.to_string()).copied().unwrap_or(0);
-        repo.upsert_stored(meta, at).await.map_err(db)?;
+        repo.upsert_stored(meta, at, false).await.map_err(db)?;
     }
     let replayed = replay_journal(&journal);
     let now = now_ms();
@@ -214,6 +214,7 @@ fn legacy_record(
         lease_owner: None,
         lease_until: 0,
         private: false,
+        trusted: false,
     }
 }
 
@@ -233,7 +234,7 @@ pub async fn reindex(repo: &dyn Repo, store: &dyn Store) -> Result<ReindexReport
         .map_err(|e| format!("cannot list the store: {e}"))?;
     let mut present = std::collections::HashSet::new();
     for meta in &listed {
-        repo.upsert_stored(meta, 0)
+        repo.upsert_stored(meta, 0, false)
             .await
             .map_err(|e| format!("{}: {e}", meta.key))?;
         present.insert(meta.key.clone());

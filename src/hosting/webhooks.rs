@@ -7,20 +7,22 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::download::Job;
-use super::handout::{keyed, new_images, pending_replacement};
+use super::handout::{keyed, new_images, pending_replacement, replacement, Urls};
 use super::Hosting;
 use crate::clock::now_ms;
-use crate::ids::UserId;
+use crate::ids::{ImageKey, Owner, UserId};
 use crate::metrics;
-use crate::repo::HandOut;
+use crate::repo::{HandOut, ImageRecord, ImageState};
 use crate::rewrite::Replacement;
 use crate::sources::Source;
 
 pub enum Capture {
     /// The rows are committed; the hosted URL of each URL source.
     Captured(HashMap<String, Replacement>),
-    /// This delivery (webhook-id) was captured before.
-    Duplicate,
+    /// This delivery (webhook-id) was captured before: nothing new was
+    /// committed, but the hosted URLs its rows have are given again, so a
+    /// retry reaches Studio API rewritten like the first delivery did.
+    Duplicate(HashMap<String, Replacement>),
     /// The rows could not be committed; nothing was captured.
     Failed,
 }
@@ -51,14 +53,18 @@ impl Hosting {
     /// transaction, then starts the downloads without waiting for them.
     pub async fn capture(
         self: &Arc<Self>,
-        user: &UserId,
+        owner: &Owner,
         sources: Vec<(String, Source)>,
         prediction_id: Option<String>,
         webhook_id: Option<&str>,
         base: &str,
     ) -> Capture {
         let now = now_ms();
-        let keyed = keyed(user, sources);
+        let keyed = keyed(&owner.user, sources);
+        let urls = Urls {
+            base,
+            signing: &self.cfg.signing,
+        };
         let batch = HandOut {
             images: new_images(&keyed),
             prediction_id: prediction_id.clone(),
@@ -66,10 +72,14 @@ impl Hosting {
             owner: Some(self.replica_id.clone()),
             lease_until: now + self.lease_ms(),
             due_at: now,
+            trusted: owner.trusted,
         };
         let rows = match self.repo.capture_webhook(webhook_id, &batch).await {
             Ok(Some(rows)) => rows,
-            Ok(None) => return Capture::Duplicate,
+            Ok(None) => {
+                let rows = self.rows_of(&keyed).await;
+                return Capture::Duplicate(replacements(&keyed, &rows, &urls, now));
+            }
             Err(e) => {
                 metrics::get()
                     .storage_errors
@@ -79,35 +89,63 @@ impl Hosting {
                 return Capture::Failed;
             }
         };
-        let urls = super::handout::Urls {
-            base,
-            signing: &self.cfg.signing,
-        };
-        let mut out = HashMap::new();
-        for (value, source, key) in keyed {
-            let job = Job {
-                key: key.clone(),
-                source: value.clone(),
-                prediction_id: prediction_id.clone(),
-                handed_out_at: now,
-            };
+        for (value, _, key) in &keyed {
             // A data: URI has no row to commit: it is stored in the
             // background like the rest, and keeps its place in the body.
-            let stored = rows
-                .iter()
-                .find(|r| r.key == key)
-                .and_then(|r| r.stored_meta());
-            if matches!(source, Source::Url(_)) {
-                let r = match &stored {
-                    Some(meta) => super::handout::replacement(&urls, meta),
-                    None => pending_replacement(&urls, &key, &value, now),
-                };
-                out.insert(value.clone(), r);
-            }
-            if stored.is_none() {
-                drop(self.ensure(job));
+            let stored = rows.iter().any(|r| &r.key == key && r.state == ImageState::Stored);
+            if !stored {
+                drop(self.ensure(Job {
+                    key: key.clone(),
+                    source: value.clone(),
+                    prediction_id: prediction_id.clone(),
+                    handed_out_at: now,
+                    trusted: owner.trusted,
+                }));
             }
         }
-        Capture::Captured(out)
+        Capture::Captured(replacements(&keyed, &rows, &urls, now))
     }
+
+    /// The rows a retried delivery committed the first time. One read per
+    /// source: a webhook carries a handful at most.
+    async fn rows_of(&self, keyed: &[(String, Source, ImageKey)]) -> Vec<ImageRecord> {
+        let mut out = Vec::new();
+        for (_, source, key) in keyed {
+            if !matches!(source, Source::Url(_)) {
+                continue;
+            }
+            match self.repo.get(key).await {
+                Ok(Some(row)) => out.push(row),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(image = %key, error = %e, "could not read a retried webhook's row; its URL is forwarded as it came"),
+            }
+        }
+        out
+    }
+}
+
+/// The hosted URL of each URL source whose row is stored or pending; a
+/// source without such a row keeps its original URL.
+fn replacements(
+    keyed: &[(String, Source, ImageKey)],
+    rows: &[ImageRecord],
+    urls: &Urls,
+    now: u64,
+) -> HashMap<String, Replacement> {
+    let mut out = HashMap::new();
+    for (value, source, key) in keyed {
+        if !matches!(source, Source::Url(_)) {
+            continue;
+        }
+        let Some(row) = rows.iter().find(|r| &r.key == key) else {
+            continue;
+        };
+        let r = match (row.stored_meta(), row.state) {
+            (Some(meta), _) => replacement(urls, &meta),
+            (None, ImageState::Pending) => pending_replacement(urls, key, value, now),
+            (None, _) => continue,
+        };
+        out.insert(value.clone(), r);
+    }
+    out
 }

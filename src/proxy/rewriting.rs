@@ -152,7 +152,7 @@ async fn host_sources_in(
     if scan.found.is_empty() {
         return Ok(None);
     }
-    let Some(user) = app.cfg.user_id.resolve(facts) else {
+    let Some(owner) = app.cfg.user_id.resolve(facts) else {
         metrics::get().user_id_missing.inc();
         metrics::get()
             .rewritten_urls
@@ -175,7 +175,7 @@ async fn host_sources_in(
     }
     let replacements = app
         .hosting
-        .host_sources(&user, sources, scan.prediction_id.clone(), base)
+        .host_sources(&owner, sources, scan.prediction_id.clone(), base)
         .await;
     let kept = scan
         .found
@@ -217,7 +217,9 @@ async fn remember_starting_prediction(app: &App, body: &[u8], facts: &Facts<'_>)
     if !matches!(status.as_str(), "starting" | "processing") {
         return;
     }
-    if let Some(user) = app.cfg.user_id.resolve(facts) {
+    // Only a trusted id: the genuine, signed webhook that follows must not
+    // be filed under whoever the client claimed to be.
+    if let Some(user) = app.cfg.user_id.resolve_trusted(facts) {
         app.hosting.record_prediction(&id, &user).await;
     }
 }

@@ -12,7 +12,7 @@ use super::App;
 use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::hosting::Capture;
-use crate::ids::UserId;
+use crate::ids::{Owner, UserId};
 use crate::metrics;
 use crate::rewrite;
 use crate::webhook::Signed;
@@ -73,22 +73,25 @@ pub async fn process(
     if sources.is_empty() {
         return Ok(untouched(body));
     }
-    let user = whose(app, scan.prediction_id.as_deref(), uri).await;
+    let owner = whose(app, scan.prediction_id.as_deref(), uri).await;
     let base = public_base(app.cfg.public_base_url.as_deref(), headers);
     let delivery = (!signed.id.is_empty()).then_some(signed.id);
     let replacements = match app
         .hosting
-        .capture(&user, sources, scan.prediction_id.clone(), delivery, &base)
+        .capture(&owner, sources, scan.prediction_id.clone(), delivery, &base)
         .await
     {
         Capture::Captured(r) => {
             count("captured");
-            tracing::info!(request_id, user = %user, images = r.len(), "webhook captured");
+            tracing::info!(request_id, user = %owner.user, images = r.len(), "webhook captured");
             r
         }
-        Capture::Duplicate => {
+        // Replicate retries a delivery Studio API did not take (a 5xx, no
+        // answer): the retry must carry the same hosted URLs, or Studio API
+        // finally stores Replicate's, which die within the hour.
+        Capture::Duplicate(r) => {
             count("duplicate");
-            return Ok(untouched(body));
+            r
         }
         Capture::Failed => return Ok(untouched(body)),
     };
@@ -109,13 +112,17 @@ pub async fn process(
     })
 }
 
-/// Whose images these are: the user the prediction was seen starting for,
-/// else the webhook URL's user parameter (Studio API built that URL), else
-/// `anonymous`, counted.
-async fn whose(app: &App, prediction_id: Option<&str>, uri: &http::Uri) -> UserId {
+/// Whose images these are: the user the prediction was seen starting for
+/// (recorded from trusted ids only, so trusted), else the webhook URL's user
+/// parameter (Studio API built that URL, but the signature does not cover
+/// it, so it is not trusted), else `anonymous`, counted.
+async fn whose(app: &App, prediction_id: Option<&str>, uri: &http::Uri) -> Owner {
     if let Some(id) = prediction_id {
         if let Some(user) = app.hosting.prediction_user(id).await {
-            return user;
+            return Owner {
+                user,
+                trusted: true,
+            };
         }
     }
     if let Some(param) = &app.cfg.webhook.user_param {
@@ -125,9 +132,9 @@ async fn whose(app: &App, prediction_id: Option<&str>, uri: &http::Uri) -> UserI
                 .map(|(_, v)| v.into_owned())
         });
         if let Some(raw) = found.filter(|v| !v.trim().is_empty()) {
-            return UserId::sanitize(raw.trim());
+            return Owner::untrusted(UserId::sanitize(raw.trim()));
         }
     }
     metrics::get().webhook_anonymous.inc();
-    UserId::anonymous()
+    Owner::untrusted(UserId::anonymous())
 }

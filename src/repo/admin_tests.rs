@@ -26,6 +26,7 @@ fn hand_out(user: &str, n: u32, now: u64) -> HandOut {
         owner: Some("r1".into()),
         lease_until: now + 15_000,
         due_at: now,
+        trusted: true,
     }
 }
 

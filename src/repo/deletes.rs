@@ -16,7 +16,7 @@ const NO_LIMIT: i64 = 1 << 40;
 /// A user's stored images past the `$3` most recently requested. Read from
 /// `hosted_images_user_state_requested`: this runs for every image stored.
 pub(super) const USER_LIMIT_VICTIMS: &str = "SELECT user_id, image_id, requested_at \
-     FROM hosted_images WHERE user_id = $1 AND state = 'stored' \
+     FROM hosted_images WHERE user_id = $1 AND state = 'stored' AND owner_trusted = 1 \
      ORDER BY requested_at DESC, image_id ASC LIMIT $2 OFFSET $3";
 
 fn now_ms() -> u64 {

@@ -12,9 +12,11 @@ use crate::store::ImageMeta;
 /// expression sees the row as it was before this statement.
 const HAND_OUT: &str = "INSERT INTO hosted_images \
      (user_id, image_id, state, format, source_url, prediction_id, created_at, requested_at, \
-      due_at, lease_owner, lease_until) \
-     VALUES ($1, $2, 'pending', $3, $4, $5, $6, $6, $7, $8, $9) \
+      due_at, lease_owner, lease_until, owner_trusted) \
+     VALUES ($1, $2, 'pending', $3, $4, $5, $6, $6, $7, $8, $9, $10) \
      ON CONFLICT (user_id, image_id) DO UPDATE SET \
+       owner_trusted = CASE WHEN excluded.owner_trusted = 1 THEN 1 \
+                       ELSE hosted_images.owner_trusted END, \
        requested_at = CASE WHEN hosted_images.requested_at < excluded.requested_at \
                       THEN excluded.requested_at ELSE hosted_images.requested_at END, \
        prediction_id = COALESCE(hosted_images.prediction_id, excluded.prediction_id), \
@@ -42,9 +44,11 @@ const MARK_STORED: &str = "UPDATE hosted_images SET state = 'stored', format = $
 
 const UPSERT_STORED: &str = "INSERT INTO hosted_images \
      (user_id, image_id, state, format, size_bytes, sha256, source_url, prediction_id, \
-      created_at, stored_at, requested_at) \
-     VALUES ($1, $2, 'stored', $3, $4, $5, $6, $7, $8, $8, $9) \
+      created_at, stored_at, requested_at, owner_trusted) \
+     VALUES ($1, $2, 'stored', $3, $4, $5, $6, $7, $8, $8, $9, $10) \
      ON CONFLICT (user_id, image_id) DO UPDATE SET state = 'stored', format = excluded.format, \
+       owner_trusted = CASE WHEN excluded.owner_trusted = 1 THEN 1 \
+                       ELSE hosted_images.owner_trusted END, \
        size_bytes = excluded.size_bytes, sha256 = excluded.sha256, \
        source_url = COALESCE(hosted_images.source_url, excluded.source_url), \
        prediction_id = COALESCE(hosted_images.prediction_id, excluded.prediction_id), \
@@ -113,6 +117,7 @@ impl SqlRepo {
         &self,
         m: &ImageMeta,
         requested_at: u64,
+        trusted: bool,
     ) -> Result<(), RepoError> {
         let mut tx = self.begin().await?;
         sqlx::query(UPSERT_STORED)
@@ -125,6 +130,7 @@ impl SqlRepo {
             .bind(opt_text(m.prediction_id.as_deref()))
             .bind(to_db(m.created_at))
             .bind(to_db(requested_at.max(m.created_at)))
+            .bind(i64::from(trusted))
             .execute(&mut *tx)
             .await?;
         dequeue(&mut tx, &m.relative_path()).await?;
@@ -251,6 +257,7 @@ pub(super) async fn hand_out_in(
             .bind(to_db(b.due_at))
             .bind(b.owner.as_deref())
             .bind(to_db(if b.owner.is_some() { b.lease_until } else { 0 }))
+            .bind(i64::from(b.trusted))
             .fetch_one(&mut **tx)
             .await?;
         out.push(row::record(&row)?);

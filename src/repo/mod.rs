@@ -94,6 +94,8 @@ pub struct ImageRecord {
     pub lease_owner: Option<String>,
     pub lease_until: u64,
     pub private: bool,
+    /// Filed under an id from a trusted source: subject to the per-user limit.
+    pub trusted: bool,
 }
 
 impl ImageRecord {
@@ -135,6 +137,10 @@ pub struct HandOut {
     pub lease_until: u64,
     /// When any replica may download a pending row it finds abandoned.
     pub due_at: u64,
+    /// The user id came from a trusted source (a response header Studio API
+    /// set, a verified token): only then do these images count against
+    /// the per-user limit, and only then can it evict them.
+    pub trusted: bool,
 }
 
 /// Requests seen since the last flush, for one image.
@@ -192,8 +198,14 @@ pub trait Repo: Send + Sync + AdminRepo {
     ) -> Result<Option<u64>, RepoError>;
 
     /// An image stored without a pending row first (a `data:` URI, an
-    /// import, a reindex). Keeps request times already recorded.
-    async fn upsert_stored(&self, meta: &ImageMeta, requested_at: u64) -> Result<(), RepoError>;
+    /// import, a reindex). Keeps request times already recorded. `trusted`:
+    /// its user id came from a trusted source (see [`HandOut::trusted`]).
+    async fn upsert_stored(
+        &self,
+        meta: &ImageMeta,
+        requested_at: u64,
+        trusted: bool,
+    ) -> Result<(), RepoError>;
 
     /// Upserts a row as it was in an older store (import of its journal).
     async fn upsert_record(&self, rec: &ImageRecord) -> Result<(), RepoError>;
@@ -256,6 +268,14 @@ pub trait Repo: Send + Sync + AdminRepo {
 
     /// Marks one image private (or not). `false` when there is no such row.
     async fn set_private(&self, key: &ImageKey, private: bool) -> Result<bool, RepoError>;
+
+    /// Stored rows requested before `before`, least recently requested
+    /// first: what a disk bound evicts as an image is stored.
+    async fn least_recent_stored(
+        &self,
+        before: u64,
+        limit: u32,
+    ) -> Result<Vec<ImageRecord>, RepoError>;
 
     /// Stored rows by last request, newest first, after `after`.
     async fn stored_page(

@@ -137,6 +137,24 @@ impl SqlRepo {
         row::records(&rows)
     }
 
+    pub(super) async fn least_recent_stored_rows(
+        &self,
+        before: u64,
+        limit: u32,
+    ) -> Result<Vec<ImageRecord>, RepoError> {
+        // (state, requested_at) is indexed: a range from the oldest up.
+        let sql = format!(
+            "SELECT {COLUMNS} FROM hosted_images WHERE state = 'stored' AND requested_at < $1 \
+             ORDER BY requested_at, user_id, image_id LIMIT $2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(to_db(before))
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await?;
+        row::records(&rows)
+    }
+
     pub(super) async fn user_image_rows(
         &self,
         user: &UserId,

@@ -11,7 +11,7 @@ use crate::image_format::Format;
 /// Every column of `hosted_images`, in the order [`record`] reads them.
 pub const COLUMNS: &str = "user_id, image_id, state, format, size_bytes, sha256, width, height, \
      source_url, prediction_id, created_at, stored_at, requested_at, views, attempts, last_error, \
-     failed_at, due_at, lease_owner, lease_until, private";
+     failed_at, due_at, lease_owner, lease_until, private, owner_trusted";
 
 /// The database keeps i64; sizes and times are never negative here.
 pub fn to_db(v: u64) -> i64 {
@@ -73,6 +73,7 @@ pub fn record(row: &AnyRow) -> Result<ImageRecord, RepoError> {
         lease_owner: row.try_get("lease_owner")?,
         lease_until: from_db(row.try_get("lease_until")?),
         private: row.try_get::<i64, _>("private")? != 0,
+        trusted: row.try_get::<i64, _>("owner_trusted")? != 0,
         key,
     })
 }

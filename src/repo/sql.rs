@@ -141,8 +141,13 @@ impl Repo for SqlRepo {
         self.mark_stored_row(meta, dims).await
     }
 
-    async fn upsert_stored(&self, meta: &ImageMeta, requested_at: u64) -> Result<(), RepoError> {
-        self.upsert_stored_row(meta, requested_at).await
+    async fn upsert_stored(
+        &self,
+        meta: &ImageMeta,
+        requested_at: u64,
+        trusted: bool,
+    ) -> Result<(), RepoError> {
+        self.upsert_stored_row(meta, requested_at, trusted).await
     }
 
     async fn upsert_record(&self, rec: &ImageRecord) -> Result<(), RepoError> {
@@ -223,6 +228,14 @@ impl Repo for SqlRepo {
 
     async fn set_private(&self, key: &ImageKey, private: bool) -> Result<bool, RepoError> {
         self.set_private_row(key, private).await
+    }
+
+    async fn least_recent_stored(
+        &self,
+        before: u64,
+        limit: u32,
+    ) -> Result<Vec<ImageRecord>, RepoError> {
+        self.least_recent_stored_rows(before, limit).await
     }
 
     async fn stored_page(

@@ -52,6 +52,7 @@ fn batch(images: Vec<NewImage>, now: u64, owner: Option<&str>) -> HandOut {
         owner: owner.map(str::to_string),
         lease_until: now + 15_000,
         due_at: now,
+        trusted: true,
     }
 }
 
@@ -394,8 +395,8 @@ async fn meta_values_and_imports() {
         repo.meta_set("x", "2").await.unwrap();
         assert_eq!(repo.meta_get("x").await.unwrap().as_deref(), Some("2"));
         let m = meta(&key("u", 1), 7, 3_000);
-        repo.upsert_stored(&m, 9_000).await.unwrap();
-        repo.upsert_stored(&m, 1_000).await.unwrap();
+        repo.upsert_stored(&m, 9_000, false).await.unwrap();
+        repo.upsert_stored(&m, 1_000, false).await.unwrap();
         let r = repo.get(&key("u", 1)).await.unwrap().unwrap();
         assert_eq!((r.state, r.requested_at), (ImageState::Stored, 9_000));
     }

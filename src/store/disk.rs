@@ -358,6 +358,11 @@ impl Store for DiskStore {
         Some(stat.blocks_available() as u64 * stat.fragment_size() as u64)
     }
 
+    fn volume_bytes(&self) -> Option<u64> {
+        let stat = nix::sys::statvfs::statvfs(&self.root).ok()?;
+        Some(stat.blocks() as u64 * stat.fragment_size() as u64)
+    }
+
     fn name(&self) -> &'static str {
         "disk"
     }

@@ -174,6 +174,11 @@ pub trait Store: Send + Sync {
     /// Free bytes where images live, when the backend can tell.
     fn free_bytes(&self) -> Option<u64>;
 
+    /// The size of the volume images live on, when the backend can tell.
+    fn volume_bytes(&self) -> Option<u64> {
+        None
+    }
+
     fn name(&self) -> &'static str;
 
     /// Small state objects an older version shared between replicas

@@ -45,7 +45,46 @@ fn resolve(p: &UserIdPolicy, req: &[(&str, &str)], resp: &[(&str, &str)]) -> Opt
         request_body: None,
         response_headers: &rs,
     })
-    .map(|u| u.to_string())
+    .map(|o| o.user.to_string())
+}
+
+fn trusted(p: &UserIdPolicy, req: &[(&str, &str)], resp: &[(&str, &str)]) -> Option<bool> {
+    let rq = headers(req);
+    let rs = headers(resp);
+    p.resolve(&Facts {
+        request_headers: &rq,
+        request_body: None,
+        response_headers: &rs,
+    })
+    .map(|o| o.trusted)
+}
+
+fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    h
+}
+
+#[test]
+fn only_ids_from_trusted_sources_are_trusted() {
+    let p = policy("response-header:x-owner,request-header:x-user-id,anonymous", None, None);
+    assert_eq!(trusted(&p, &[], &[("x-owner", "alice")]), Some(true));
+    assert_eq!(trusted(&p, &[("x-user-id", "alice")], &[]), Some(false));
+    // `anonymous` is everyone without an id: never trusted, so never
+    // evicted by the per-user limit.
+    assert_eq!(trusted(&p, &[], &[]), Some(false));
+    assert!(p.has_trusted_source());
+    assert_eq!(
+        p.describe_sources(),
+        "response-header:x-owner,request-header:x-user-id,anonymous"
+    );
+    let p = policy("request-header:x-user-id,anonymous", None, None);
+    assert!(!p.has_trusted_source());
 }
 
 fn token(alg: Algorithm, key: &EncodingKey, sub: &str, exp_offset: i64) -> String {

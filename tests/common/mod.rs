@@ -24,7 +24,7 @@ mod util;
 pub use filehost::FileHost;
 pub use proxy::{Proxy, ProxyOptions};
 pub use stands::{admin_stands, Stands, GEN};
-pub use studio::{Canned, RecordedRequest, StudioApi};
+pub use studio::{session, Canned, RecordedRequest, StudioApi, TRUSTED_IDS, USER_HEADER};
 pub use util::*;
 
 use std::future::Future;

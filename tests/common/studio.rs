@@ -11,6 +11,11 @@
 //! - anything else: `404 no route` (text/plain).
 //!
 //! Every request is recorded (method, path+query, headers, body).
+//!
+//! Like the real Studio API it authenticates its callers: a request with
+//! `Authorization: Bearer session-NAME` is NAME's, and every routed answer
+//! to it names NAME in [`USER_HEADER`], the header permaproxy trusts with
+//! `IMAGE_USER_ID_FROM=response-header:x-studio-user` ([`TRUSTED_IDS`]).
 
 use super::server::{self, full, text_response, Body, Running};
 use super::util::{big_bytes, find_header, gzip};
@@ -24,6 +29,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub const GENERATE_PATH: &str = "/v1/images/generate";
+
+/// The response header naming the caller Studio API authenticated.
+pub const USER_HEADER: &str = "x-studio-user";
+
+/// The proxy setting that trusts [`USER_HEADER`] alone.
+pub const TRUSTED_IDS: (&str, &str) = ("IMAGE_USER_ID_FROM", "response-header:x-studio-user");
+
+/// The `Authorization` value of `user`'s session with the stand-in.
+pub fn session(user: &str) -> String {
+    format!("Bearer session-{user}")
+}
 
 /// A request as the stand-in received it.
 #[derive(Debug, Clone)]
@@ -236,6 +252,12 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Bo
         let mut b = Response::builder().status(canned.status);
         for (k, v) in &canned.headers {
             b = b.header(k, v);
+        }
+        let caller = rec
+            .header("authorization")
+            .and_then(|a| a.strip_prefix("Bearer session-"));
+        if let Some(user) = caller {
+            b = b.header(USER_HEADER, user);
         }
         return b.body(full(canned.body)).expect("response");
     }

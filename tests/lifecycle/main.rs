@@ -7,7 +7,8 @@
 //! - `rules`: per-user limit, retention, disk cap;
 //! - `admin`: deletes (cached, by user), auth, listing, stats, metadata;
 //! - `persistence`: restarts, a lost database and `reindex`, `permaproxy cleanup [--dry-run]`;
-//! - `upgrade`: the first start on a store the previous release wrote.
+//! - `upgrade`: the first start on a store the previous release wrote;
+//! - `safe_defaults`: claimed ids never evict, and the disk bound holds as images are stored.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -15,6 +16,7 @@ mod common;
 mod admin;
 mod persistence;
 mod rules;
+mod safe_defaults;
 mod upgrade;
 
 use common::*;
@@ -69,6 +71,7 @@ pub async fn store_with(
             .post(s.proxy.url(GEN))
             .header("content-type", "application/json")
             .header("x-user-id", user)
+            .header("authorization", session(user))
             .body("{}"),
     )
     .await;

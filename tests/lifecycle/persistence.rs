@@ -34,7 +34,7 @@ async fn stop(p: &mut Proxy) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_counts_and_access_order() {
-    let mut s = stands(&[("IMAGE_PER_USER_LIMIT", "3")]).await;
+    let mut s = stands(&[("IMAGE_PER_USER_LIMIT", "3"), TRUSTED_IDS]).await;
     let storage = s.proxy.storage_path().to_path_buf();
     let a = store_png(&s, "u1", "a.png", &fixtures::unique_png(80)).await;
     let b = store_png(&s, "u1", "b.png", &fixtures::unique_png(81)).await;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_user_limit_evicts_the_least_recently_requested_not_the_oldest() {
-    let s = stands(&[("IMAGE_PER_USER_LIMIT", "3")]).await;
+    let s = stands(&[("IMAGE_PER_USER_LIMIT", "3"), TRUSTED_IDS]).await;
     let storage = s.proxy.storage_path().to_path_buf();
     let a = store_png(&s, "u1", "a.png", &fixtures::unique_png(1)).await;
     let b = store_png(&s, "u1", "b.png", &fixtures::unique_png(2)).await;
@@ -187,7 +187,7 @@ async fn disk_cap_deletes_the_least_recently_requested_across_users() {
 
 /// Generates once as `user` with every `(name, bytes)` as a source of one
 /// response; returns the images handed out, in order.
-async fn one_response(s: &Stands, user: &str, images: &[(&str, Vec<u8>)]) -> Vec<Img> {
+pub async fn one_response(s: &Stands, user: &str, images: &[(&str, Vec<u8>)]) -> Vec<Img> {
     let srcs: Vec<String> = images
         .iter()
         .map(|(name, bytes)| {
@@ -202,6 +202,7 @@ async fn one_response(s: &Stands, user: &str, images: &[(&str, Vec<u8>)]) -> Vec
             .post(s.proxy.url(GEN))
             .header("content-type", "application/json")
             .header("x-user-id", user)
+            .header("authorization", session(user))
             .body("{}"),
     )
     .await;
@@ -227,7 +228,7 @@ async fn one_response(s: &Stands, user: &str, images: &[(&str, Vec<u8>)]) -> Vec
 /// and enforcement never deletes images handed out in the same response.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finding_04_a_response_larger_than_the_limit_keeps_all_its_images() {
-    let s = stands(&[("IMAGE_PER_USER_LIMIT", "2")]).await;
+    let s = stands(&[("IMAGE_PER_USER_LIMIT", "2"), TRUSTED_IDS]).await;
     let old = store_png(&s, "una", "old.png", &fixtures::unique_png(400)).await;
     let batch: Vec<(String, Vec<u8>)> = (0..4)
         .map(|i| (format!("batch-{i}.png"), fixtures::unique_png(401 + i)))
@@ -251,7 +252,7 @@ async fn finding_04_a_response_larger_than_the_limit_keeps_all_its_images() {
 /// counts as requested then, so the limit evicts the others first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finding_04_an_image_handed_out_again_counts_as_requested() {
-    let s = stands(&[("IMAGE_PER_USER_LIMIT", "2")]).await;
+    let s = stands(&[("IMAGE_PER_USER_LIMIT", "2"), TRUSTED_IDS]).await;
     let a_bytes = fixtures::unique_png(410);
     let a = store_png(&s, "vic", "again-a.png", &a_bytes).await;
     let b = store_png(&s, "vic", "again-b.png", &fixtures::unique_png(411)).await;

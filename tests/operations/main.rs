@@ -7,7 +7,8 @@
 //! - `health`: `/readyz`, `/healthz` and the public health path;
 //! - `logs`: JSON access lines and credential redaction;
 //! - `shutdown`: SIGTERM while a slow upstream request is in flight;
-//! - `cli`: `--help` and `check-config`.
+//! - `cli`: `--help` and `check-config`;
+//! - `safe_defaults`: start-time refusals and warnings of the safe defaults.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -16,6 +17,7 @@ mod cli;
 mod health;
 mod limits;
 mod logs;
+mod safe_defaults;
 mod scrape;
 mod shutdown;
 

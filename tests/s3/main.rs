@@ -146,13 +146,15 @@ impl Img {
     }
 }
 
-/// `POST /v1/images/generate` as `user` (X-User-Id).
+/// `POST /v1/images/generate` as `user`: the X-User-Id it claims, and the
+/// session Studio API authenticates (trusted with [`TRUSTED_IDS`]).
 pub async fn generate(p: &Proxy, user: &str) -> Reply {
     fetch(
         client()
             .post(p.url(GEN))
             .header("content-type", "application/json")
             .header("x-user-id", user)
+            .header("authorization", session(user))
             .body(r#"{"prompt":"a lighthouse"}"#),
     )
     .await

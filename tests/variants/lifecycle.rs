@@ -81,7 +81,7 @@ async fn deleting_an_image_deletes_its_variants() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_user_limit_ignores_variants_and_evicts_them_with_their_image() {
-    let s = stands(&[("IMAGE_PER_USER_LIMIT", "1")]).await;
+    let s = stands(&[("IMAGE_PER_USER_LIMIT", "1"), TRUSTED_IDS]).await;
     let a = host(&s, "a.png", crate::PHOTO, "kim").await;
     for q in ["w=64", "w=128", "w=256&format=webp"] {
         assert_eq!(get(&s.proxy, &a, q, &[]).await.status, 200);

@@ -61,7 +61,12 @@ pub async fn host(s: &Stands, name: &str, bytes: &[u8], user: &str) -> Hosted {
     };
     let src = s.host.add_url(&format!("/pbxt/{name}"), bytes.to_vec(), ct);
     s.api.set_generate_json(&json!({"output": [src]}));
-    let r = generate(&s.proxy, "{}", &[("x-user-id", user)]).await;
+    let r = generate(
+        &s.proxy,
+        "{}",
+        &[("x-user-id", user), ("authorization", &session(user))],
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let url = r.json()["output"][0]
         .as_str()

@@ -59,7 +59,12 @@ async fn the_user_is_learned_from_the_prediction_seen_starting() {
     // prediction still starting (no output yet), for user "vera".
     s.api
         .set_generate_json(&prediction("p_learn", "starting", json!(null)));
-    let r = generate(&s.proxy, "{}", &[("x-user-id", "vera")]).await;
+    let r = generate(
+        &s.proxy,
+        "{}",
+        &[("x-user-id", "vera"), ("authorization", &session("vera"))],
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["status"], "starting");
     // Replicate's webhook names no user (no query parameter).

@@ -7,12 +7,14 @@
 //! - `capture`: capture before any client asks, whose images they are,
 //!   duplicates, partial outputs, a crash right after the answer;
 //! - `verify`: signatures, timestamps, rejection, the rewritten and re-signed
-//!   body, sync-mode responses.
+//!   body, sync-mode responses;
+//! - `safe_defaults`: attribution on a trusted word only, retries rewritten.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod capture;
+mod safe_defaults;
 mod verify;
 
 use base64::Engine;
@@ -110,6 +112,12 @@ pub async fn stands(extra: &[(&str, &str)]) -> Stands {
         )
         .env("REPLICATE_WEBHOOK_SECRET", SECRET)
         .env("IMAGE_WEBHOOK_USER_PARAM", "userId")
+        // Studio API's word first: only a trusted id attributes a
+        // prediction's webhook; a client's claim still names the folder.
+        .env(
+            "IMAGE_USER_ID_FROM",
+            "response-header:x-studio-user,request-header:x-user-id,anonymous",
+        )
         .overrides(extra);
     Stands {
         host,
@@ -138,11 +146,17 @@ pub async fn stored(p: &Proxy, user: &str, source: &str) -> bool {
 }
 
 /// A poll of Studio API for `id` through the proxy (a rewrite route), as
-/// `user` (X-User-Id); returns the JSON.
+/// `user` (signed in to Studio API); returns the JSON.
 pub async fn poll(s: &Stands, id: &str, user: &str, answer: &Value) -> Value {
     let path = format!("/v1/predictions/{id}");
     s.api.set_response(&path, Canned::json(answer));
-    let r = fetch(client().get(s.proxy.url(&path)).header("x-user-id", user)).await;
+    let r = fetch(
+        client()
+            .get(s.proxy.url(&path))
+            .header("x-user-id", user)
+            .header("authorization", session(user)),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     r.json()
 }

@@ -94,7 +94,7 @@ async fn with_reject_invalid_a_bad_webhook_gets_401_and_never_reaches_studio_api
 }
 
 /// Studio API's own check of a forwarded webhook, with its own code.
-fn studio_api_verifies(got: &RecordedRequest) -> bool {
+pub fn studio_api_verifies(got: &RecordedRequest) -> bool {
     let (Some(id), Some(ts), Some(sigs)) = (
         got.header("webhook-id"),
         got.header("webhook-timestamp"),

@@ -26,6 +26,7 @@ async fn store(repo: &SqlRepo, user: &str, n: u32, at: u64) -> ImageKey {
         owner: Some("r1".into()),
         lease_until: at + 15_000,
         due_at: at,
+        trusted: true,
     })
     .await
     .unwrap();
