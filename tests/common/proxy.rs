@@ -334,6 +334,12 @@ impl Proxy {
         }
     }
 
+    /// Sets (or replaces) a setting for the next [`Proxy::restart`].
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.opts.env.retain(|(k, _)| k != name);
+        self.opts.env.push((name.to_string(), value.to_string()));
+    }
+
     /// Stops the process if it still runs (SIGTERM, then SIGKILL after 15 s)
     /// and starts a new one with the same settings and storage dir.
     pub async fn restart(&mut self) {

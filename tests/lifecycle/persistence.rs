@@ -195,7 +195,9 @@ async fn cleanup_cli_dry_run_changes_nothing_and_the_real_run_deletes() {
     let png = |seed| fixtures::noise_png(40, 40, seed);
     let size = png(90).len() as u64;
     let cap = (size * 5 / 2).to_string();
-    let mut s = stands(&[("IMAGE_STORAGE_MAX_BYTES", &cap)]).await;
+    // Stored without a cap: the operator lowers it later and runs the CLI
+    // (a proxy with the cap would enforce it as each image is stored).
+    let mut s = stands(&[]).await;
     let storage = s.proxy.storage_path().to_path_buf();
     let mut imgs = Vec::new();
     for i in 0..4 {
@@ -263,7 +265,8 @@ async fn cleanup_cli_dry_run_changes_nothing_and_the_real_run_deletes() {
     assert_eq!(code, 0);
     assert!(out.contains("would delete 0 image(s)"), "{out}");
 
-    // The proxy agrees when it comes back.
+    // The proxy agrees when it comes back, now with the cap.
+    s.proxy.set_env("IMAGE_STORAGE_MAX_BYTES", &cap);
     s.proxy.restart().await;
     assert_eq!(stats_totals(&s.proxy).await, (2, 2 * size));
     for img in &imgs[1..3] {
