@@ -34,6 +34,7 @@ pub mod logging;
 pub mod metrics;
 pub mod migrate;
 pub mod proxy;
+pub mod purge;
 pub mod repo;
 pub mod rewrite;
 pub mod serve;

@@ -36,6 +36,9 @@ pub struct Metrics {
     pub variants: IntCounterVec,
     pub transcode_duration: Histogram,
     pub transcodes_in_flight: IntGauge,
+    pub cdn_purges: IntCounterVec,
+    pub cdn_purge_queue: IntGauge,
+    pub cdn_purge_oldest_seconds: IntGauge,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -136,6 +139,9 @@ impl Metrics {
             variants: counter_vec(&r, "permaproxy_variants_total", "Variant requests by outcome: made (a variant transcoded and stored, once however many requests waited), hit (answered from a stored variant), original (answered with the image itself), rejected (400, 422 or 503)", &["outcome"]),
             transcode_duration,
             transcodes_in_flight: gauge(&r, "permaproxy_transcodes_in_flight", "Variant makes admitted: running or waiting for a transcode slot (at most IMAGE_TRANSCODE_CONCURRENCY + IMAGE_TRANSCODE_QUEUE)"),
+            cdn_purges: counter_vec(&r, "permaproxy_cdn_purges_total", "CDN purge tags by provider and outcome: sent (the provider took them), retried (an error or timeout; tried again with backoff), rate_limited (429; tried again after Retry-After)", &["provider", "outcome"]),
+            cdn_purge_queue: gauge(&r, "permaproxy_cdn_purge_queue", "CDN purges owed and not yet taken by the provider (database-wide)"),
+            cdn_purge_oldest_seconds: gauge(&r, "permaproxy_cdn_purge_oldest_seconds", "Age of the oldest CDN purge still owed; 0 when none (database-wide)"),
             registry: r,
         };
         m.prime();
@@ -166,6 +172,11 @@ impl Metrics {
         }
         for outcome in ["made", "hit", "original", "rejected"] {
             self.variants.with_label_values(&[outcome]);
+        }
+        for provider in ["cloudflare", "fastly", "bunny", "webhook"] {
+            for outcome in ["sent", "retried", "rate_limited"] {
+                self.cdn_purges.with_label_values(&[provider, outcome]);
+            }
         }
     }
 }

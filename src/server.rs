@@ -19,6 +19,8 @@ use crate::proxy::{App, IN_FLIGHT};
 const FLUSH_EVERY: Duration = Duration::from_secs(2);
 /// Gauges from the database, and interrupted deletes finished.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(15);
+/// How often owed CDN purges are looked for (and sent, as the rate allows).
+const PURGE_EVERY: Duration = Duration::from_secs(1);
 
 /// The engine's own runtime. It opens the database and the store before
 /// Pingora's runtimes exist, and stays up for the life of the process:
@@ -162,6 +164,19 @@ impl BackgroundService for Maintenance {
             );
         }
         h.sweep_deleted_objects().await;
+        if h.cfg().cdn.purging() {
+            // Its own task: a slow provider must not hold up the rest.
+            let (h, mut stop) = (h.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let mut tick = later_interval(PURGE_EVERY);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => h.send_purges().await,
+                        _ = stop.changed() => return,
+                    }
+                }
+            });
+        }
         let lease = h.cfg().persist.lease;
         let mut cleanup = tokio::time::interval(h.cfg().lifecycle.cleanup_interval);
         let mut flush_tick = later_interval(FLUSH_EVERY);

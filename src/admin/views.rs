@@ -30,6 +30,27 @@ const TOP_IMAGES: u32 = 12;
 const PREVIEW_ROWS: usize = 200;
 const DAY_MS: u64 = 86_400_000;
 
+/// An owed purge older than this is what the alert fires on, too.
+const PURGE_LATE_MS: u64 = 15 * 60 * 1000;
+
+fn purge_stat(p: &crate::repo::PurgeStats, now: u64) -> Stat {
+    let age = p.oldest_queued_at.map(|at| now.saturating_sub(at));
+    let mut note = match age {
+        Some(ms) => format!("oldest {} s", ms / 1000),
+        None => "none owed".to_string(),
+    };
+    if let Some(e) = &p.last_error {
+        note.push_str(&format!("; last error: {e}"));
+    }
+    Stat {
+        label: "CDN purges queued",
+        value: p.queued.to_string(),
+        note,
+        href: None,
+        alert: age.is_some_and(|ms| ms > PURGE_LATE_MS),
+    }
+}
+
 pub async fn overview(State(ctx): State<Arc<Ctx>>, Extension(s): Extension<Session>) -> Page {
     let h = &ctx.hosting;
     let now = now_ms();
@@ -76,6 +97,10 @@ pub async fn overview(State(ctx): State<Arc<Ctx>>, Extension(s): Extension<Sessi
             alert: t.failed > 0,
         },
     ];
+    let mut stats = stats;
+    if let Some(p) = h.purge_stats().await {
+        stats.push(purge_stat(&p, now));
+    }
     let (tiers, downloads) = ctx.charts.snapshot();
     let charts = vec![
         chart(

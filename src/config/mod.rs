@@ -2,6 +2,7 @@
 //! environment. Validation happens once, at start, and every failure names the
 //! setting it is about.
 
+mod cdn;
 mod groups;
 mod parse;
 pub mod settings;
@@ -16,6 +17,7 @@ pub use groups::{
     RewriteConfig, S3Config, SigningConfig, SigningMode, StorageBackend, StorageConfig,
     VariantsConfig, WebhookConfig,
 };
+pub use cdn::CdnConfig;
 pub use parse::PathPattern;
 use parse::Raw;
 
@@ -71,6 +73,7 @@ pub struct Config {
     pub serve_rate: RateConfig,
     pub lifecycle: LifecycleConfig,
     pub variants: VariantsConfig,
+    pub cdn: CdnConfig,
     pub admin_token: Option<String>,
     pub log_format: LogFormat,
     pub shutdown_grace: Duration,
@@ -136,6 +139,7 @@ impl Config {
             serve_rate: groups::serve_rate(&raw)?,
             lifecycle: groups::lifecycle(&raw)?,
             variants: groups::variants(&raw)?,
+            cdn: cdn::cdn(&raw)?,
             admin_token: raw.optional("ADMIN_TOKEN"),
             log_format: match raw.get("LOG_FORMAT") {
                 "json" => LogFormat::Json,
@@ -236,16 +240,22 @@ fn parse_upstream(raw: &Raw) -> Result<Upstream, ConfigError> {
     })
 }
 
+/// An http(s) URL with a host, or an error naming the setting.
+fn parse_http_url(name: &str, v: &str) -> Result<url::Url, ConfigError> {
+    let url =
+        url::Url::parse(v).map_err(|e| ConfigError::new(name, format!("{v:?} is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(ConfigError::new(name, "must be an http(s) URL with a host"));
+    }
+    Ok(url)
+}
+
 fn parse_public_base(raw: &Raw) -> Result<Option<String>, ConfigError> {
     let name = "PUBLIC_BASE_URL";
     match raw.get(name) {
         "" => Ok(None),
         v => {
-            let url = url::Url::parse(v)
-                .map_err(|e| ConfigError::new(name, format!("{v:?} is not a URL: {e}")))?;
-            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-                return Err(ConfigError::new(name, "must be an http(s) URL with a host"));
-            }
+            parse_http_url(name, v)?;
             Ok(Some(v.trim_end_matches('/').to_string()))
         }
     }

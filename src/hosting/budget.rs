@@ -33,7 +33,7 @@ impl StoredBytes {
         }
     }
 
-    fn sub(&self, bytes: u64) {
+    pub(super) fn sub(&self, bytes: u64) {
         if let Some((_, total)) = lock(&self.0).as_mut() {
             *total = total.saturating_sub(bytes);
         }
@@ -142,16 +142,13 @@ impl Hosting {
                 return false;
             }
         };
-        let mut gone_bytes = 0;
         for row in &gone {
-            gone_bytes += row.size + variant_bytes.get(&row.key).copied().unwrap_or(0);
             metrics::get()
                 .cleanup_deleted
                 .with_label_values(&[reason.as_str()])
                 .inc();
             tracing::info!(image = %row.key, reason = reason.as_str(), "deleted as an image was stored: over the disk bound");
         }
-        self.stored_bytes.sub(gone_bytes);
         self.after_delete(&gone).await;
         !gone.is_empty()
     }

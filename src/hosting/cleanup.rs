@@ -250,6 +250,12 @@ impl Hosting {
     /// The rows are gone: clear memory now, then remove the bytes.
     pub(super) async fn after_delete(&self, gone: &[ImageRecord]) {
         self.forget_in_memory(gone).await;
+        let freed = gone
+            .iter()
+            .filter(|r| r.state == ImageState::Stored)
+            .map(|r| r.size)
+            .sum();
+        self.stored_bytes.sub(freed);
         for row in gone.iter().filter(|r| r.state == ImageState::Stored) {
             self.remove_bytes(&row.key.relative_path(row.format)).await;
         }

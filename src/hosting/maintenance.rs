@@ -147,6 +147,7 @@ impl Hosting {
             m.storage_free_bytes
                 .set(i64::try_from(free).unwrap_or(i64::MAX));
         }
+        self.publish_purge_gauges().await;
     }
 
     /// Everything a stopping process should leave behind: request times.

@@ -23,6 +23,7 @@ mod handout;
 mod hits;
 mod lookup;
 mod maintenance;
+mod purges;
 mod queries;
 mod transcoding;
 mod upgrade;
@@ -91,6 +92,7 @@ pub struct Hosting {
     /// works from.
     budget_lock: tokio::sync::Mutex<()>,
     stored_bytes: budget::StoredBytes,
+    purger: purges::Purger,
     /// The one-time import of an older store could not list it yet.
     import_pending: AtomicBool,
     replica_id: String,
@@ -154,6 +156,7 @@ impl Hosting {
             cleanup_lock: tokio::sync::Mutex::new(()),
             budget_lock: tokio::sync::Mutex::new(()),
             stored_bytes: budget::StoredBytes::default(),
+            purger: purges::Purger::new(),
             import_pending: AtomicBool::new(import_pending),
         });
         hosting.publish_gauges().await;
@@ -239,7 +242,7 @@ pub async fn open_repo(cfg: &Config) -> Result<Arc<dyn Repo>, String> {
                 crate::config::redact_url(&cfg.database.url)
             )
         })?;
-    Ok(Arc::new(repo))
+    Ok(Arc::new(repo.with_cdn_purge(cfg.cdn.purging())))
 }
 
 fn store_error(e: StoreError) -> HostError {

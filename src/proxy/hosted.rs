@@ -251,6 +251,12 @@ async fn write_image(
         resp.insert_header("cache-control", cc)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
     }
+    // The user's and the image's tags (the image's, for a variant), so a
+    // delete purges them at the CDN: on 200, 206, 304 and HEAD alike.
+    if let Some(t) = &app.cfg.cdn.tagging {
+        resp.insert_header(t.header.clone(), t.value(&meta.key))
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+    }
     let resp = Box::new(resp);
     let (start, len) = range.map_or((0, meta.size), |r| (r.start, r.len()));
     let sent = match (body, source) {

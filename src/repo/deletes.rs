@@ -42,9 +42,12 @@ async fn queue_objects(
     Ok(())
 }
 
+/// Deletes the rows of `keys` with everything they owe: their objects
+/// queued for removal, their variants, and (with `purge`) their CDN purges.
 async fn delete_keys(
     tx: &mut Transaction<'static, Any>,
     keys: &[ImageKey],
+    purge: bool,
 ) -> Result<Vec<ImageRecord>, RepoError> {
     let mut out = Vec::new();
     for chunk in keys.chunks(KEYS_PER_STATEMENT) {
@@ -62,6 +65,9 @@ async fn delete_keys(
     queue_objects(tx, &out).await?;
     let gone: Vec<ImageKey> = out.iter().map(|r| r.key.clone()).collect();
     super::variants::delete_of_images(tx, &gone).await?;
+    if purge {
+        super::purges::owe_images(tx, &out).await?;
+    }
     Ok(out)
 }
 
@@ -71,7 +77,7 @@ impl SqlRepo {
         keys: &[ImageKey],
     ) -> Result<Vec<ImageRecord>, RepoError> {
         let mut tx = self.begin().await?;
-        let out = delete_keys(&mut tx, keys).await?;
+        let out = delete_keys(&mut tx, keys, self.purge).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -90,6 +96,9 @@ impl SqlRepo {
         let out = row::records(&rows)?;
         queue_objects(&mut tx, &out).await?;
         super::variants::delete_of_user(&mut tx, user).await?;
+        if self.purge && !out.is_empty() {
+            super::purges::owe_user(&mut tx, user).await?;
+        }
         tx.commit().await?;
         Ok(out)
     }
@@ -123,7 +132,7 @@ impl SqlRepo {
         let out = if victims.is_empty() {
             Vec::new()
         } else {
-            delete_keys(&mut tx, &victims).await?
+            delete_keys(&mut tx, &victims, self.purge).await?
         };
         tx.commit().await?;
         Ok(out)

@@ -12,6 +12,7 @@ mod deletes;
 mod dialect;
 mod images;
 mod leases;
+mod purges;
 mod queries;
 mod row;
 mod sql;
@@ -143,6 +144,24 @@ pub struct HandOut {
     pub trusted: bool,
 }
 
+/// A CDN purge claimed for sending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedPurge {
+    pub tag: String,
+    /// The hosted path, for an image's tag.
+    pub path: Option<String>,
+    /// Sends tried so far, this one included.
+    pub attempts: u32,
+}
+
+/// The purge queue, for metrics and the admin page.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PurgeStats {
+    pub queued: u64,
+    pub oldest_queued_at: Option<u64>,
+    pub last_error: Option<String>,
+}
+
 /// Requests seen since the last flush, for one image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hit {
@@ -268,6 +287,24 @@ pub trait Repo: Send + Sync + AdminRepo {
 
     /// Marks one image private (or not). `false` when there is no such row.
     async fn set_private(&self, key: &ImageKey, private: bool) -> Result<bool, RepoError>;
+
+    /// Claims up to `limit` due purges for `owner` until `lease_until`.
+    async fn claim_purges(
+        &self,
+        owner: &str,
+        now: u64,
+        lease_until: u64,
+        limit: u32,
+    ) -> Result<Vec<QueuedPurge>, RepoError>;
+
+    /// The provider took these: they leave the queue.
+    async fn finish_purges(&self, tags: &[String]) -> Result<(), RepoError>;
+
+    /// These are tried again at `due_at`.
+    async fn retry_purges(&self, tags: &[String], due_at: u64, error: &str)
+        -> Result<(), RepoError>;
+
+    async fn purge_stats(&self) -> Result<PurgeStats, RepoError>;
 
     /// Stored rows requested before `before`, least recently requested
     /// first: what a disk bound evicts as an image is stored.

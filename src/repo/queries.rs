@@ -107,15 +107,24 @@ impl SqlRepo {
         key: &ImageKey,
         private: bool,
     ) -> Result<bool, RepoError> {
-        let done = sqlx::query(
-            "UPDATE hosted_images SET private = $3 WHERE user_id = $1 AND image_id = $2",
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(
+            "UPDATE hosted_images SET private = $3 WHERE user_id = $1 AND image_id = $2 \
+             RETURNING format",
         )
         .bind(key.user.as_str())
         .bind(key.id.as_str())
         .bind(i64::from(private))
-        .execute(&self.write)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(done.rows_affected() > 0)
+        // The public copy must leave the edge too.
+        if let (Some(r), true, true) = (&row, private, self.purge) {
+            let format: String = r.try_get("format")?;
+            let path = crate::image_format::Format::from_ext(&format).map(|f| key.hosted_path(f));
+            super::purges::owe_image(&mut tx, key, path.as_deref()).await?;
+        }
+        tx.commit().await?;
+        Ok(row.is_some())
     }
 
     pub(super) async fn stored_rows_page(

@@ -9,7 +9,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 use super::{
-    Cursor, Dialect, HandOut, Hit, ImageRecord, Repo, RepoError, Totals, UserTotal, VariantPut,
+    Cursor, Dialect, HandOut, Hit, ImageRecord, PurgeStats, QueuedPurge, Repo, RepoError, Totals,
+    UserTotal, VariantPut,
     VariantRecord,
 };
 use crate::ids::{ImageId, ImageKey, UserId};
@@ -24,6 +25,9 @@ pub struct SqlRepo {
     /// Writes. On SQLite one connection, so this process never races itself
     /// for the write lock; on Postgres the same pool as reads.
     pub(super) write: AnyPool,
+    /// A CDN purge is queued with every delete (and every flip to private):
+    /// only when a provider will send them, or the queue would only grow.
+    pub(super) purge: bool,
 }
 
 /// SQLite settings per connection: WAL so readers never block the writer,
@@ -78,6 +82,7 @@ impl SqlRepo {
                     dialect,
                     read,
                     write,
+                    purge: false,
                 }
             }
             Dialect::Postgres => {
@@ -89,11 +94,18 @@ impl SqlRepo {
                     dialect,
                     read: pool.clone(),
                     write: pool,
+                    purge: false,
                 }
             }
         };
         MIGRATOR.run(&repo.write).await?;
         Ok(repo)
+    }
+
+    /// Queue CDN purges with deletes (a provider is configured).
+    pub fn with_cdn_purge(mut self, on: bool) -> SqlRepo {
+        self.purge = on;
+        self
     }
 
     pub(super) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, RepoError> {
@@ -228,6 +240,33 @@ impl Repo for SqlRepo {
 
     async fn set_private(&self, key: &ImageKey, private: bool) -> Result<bool, RepoError> {
         self.set_private_row(key, private).await
+    }
+
+    async fn claim_purges(
+        &self,
+        owner: &str,
+        now: u64,
+        lease_until: u64,
+        limit: u32,
+    ) -> Result<Vec<QueuedPurge>, RepoError> {
+        self.claim_purge_rows(owner, now, lease_until, limit).await
+    }
+
+    async fn finish_purges(&self, tags: &[String]) -> Result<(), RepoError> {
+        self.finish_purge_rows(tags).await
+    }
+
+    async fn retry_purges(
+        &self,
+        tags: &[String],
+        due_at: u64,
+        error: &str,
+    ) -> Result<(), RepoError> {
+        self.retry_purge_rows(tags, due_at, error).await
+    }
+
+    async fn purge_stats(&self) -> Result<PurgeStats, RepoError> {
+        self.purge_stats_row().await
     }
 
     async fn least_recent_stored(

@@ -10,6 +10,7 @@
 //! part of it, hence the `dead_code` allowance.
 #![allow(dead_code, unused_imports)]
 
+pub mod cdn;
 pub mod db;
 pub mod filehost;
 pub mod fixtures;

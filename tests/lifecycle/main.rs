@@ -8,6 +8,7 @@
 //! - `admin`: deletes (cached, by user), auth, listing, stats, metadata;
 //! - `persistence`: restarts, a lost database and `reindex`, `permaproxy cleanup [--dry-run]`;
 //! - `upgrade`: the first start on a store the previous release wrote;
+//! - `purge`: CDN cache tags and purges, against stand-ins of each provider;
 //! - `safe_defaults`: claimed ids never evict, and the disk bound holds as images are stored.
 
 #[path = "../common/mod.rs"]
@@ -15,6 +16,7 @@ mod common;
 
 mod admin;
 mod persistence;
+mod purge;
 mod rules;
 mod safe_defaults;
 mod upgrade;
