@@ -165,6 +165,7 @@ impl BackgroundService for Maintenance {
         }
         h.sweep_deleted_objects().await;
         if h.cfg().cdn.purging() {
+            h.release_own_purges().await;
             // Its own task: a slow provider must not hold up the rest.
             let (h, mut stop) = (h.clone(), shutdown.clone());
             tokio::spawn(async move {

@@ -34,8 +34,12 @@ pub(super) fn cdn(raw: &Raw) -> Result<CdnConfig, ConfigError> {
     };
     let header = raw.optional("IMAGE_CACHE_TAG_HEADER");
     if let Some(h) = &header {
-        http::HeaderName::from_bytes(h.as_bytes())
-            .map_err(|_| ConfigError::new("IMAGE_CACHE_TAG_HEADER", format!("{h:?} is not a header name")))?;
+        http::HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+            ConfigError::new(
+                "IMAGE_CACHE_TAG_HEADER",
+                format!("{h:?} is not a header name"),
+            )
+        })?;
     }
     let tagging = Tagging::new(provider, header.as_deref());
     let base = raw.optional("CDN_PURGE_API_URL");
@@ -69,15 +73,33 @@ fn target(raw: &Raw, p: Provider, base: Option<String>) -> Result<Parts, ConfigE
     let soft = raw.bool("FASTLY_SOFT_PURGE")?;
     Ok(match p {
         Provider::Cloudflare => {
-            let t = Target::new(p, base, need("CLOUDFLARE_ZONE_ID")?, need("CLOUDFLARE_API_TOKEN")?, false);
+            let t = Target::new(
+                p,
+                base,
+                need("CLOUDFLARE_ZONE_ID")?,
+                need("CLOUDFLARE_API_TOKEN")?,
+                false,
+            );
             (Some(t), None)
         }
         Provider::Fastly => {
-            let t = Target::new(p, base, need("FASTLY_SERVICE_ID")?, need("FASTLY_API_TOKEN")?, soft);
+            let t = Target::new(
+                p,
+                base,
+                need("FASTLY_SERVICE_ID")?,
+                need("FASTLY_API_TOKEN")?,
+                soft,
+            );
             (Some(t), None)
         }
         Provider::Bunny => {
-            let t = Target::new(p, base, need("BUNNY_PULLZONE_ID")?, need("BUNNY_API_KEY")?, false);
+            let t = Target::new(
+                p,
+                base,
+                need("BUNNY_PULLZONE_ID")?,
+                need("BUNNY_API_KEY")?,
+                false,
+            );
             (Some(t), None)
         }
         Provider::Webhook => {

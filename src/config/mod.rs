@@ -12,12 +12,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::userid::{JwtSettings, UserIdPolicy, UserIdSource};
+pub use cdn::CdnConfig;
 pub use groups::{
     DatabaseConfig, DownloadConfig, LifecycleConfig, PersistConfig, PersistMode, RateConfig,
     RewriteConfig, S3Config, SigningConfig, SigningMode, StorageBackend, StorageConfig,
     VariantsConfig, WebhookConfig,
 };
-pub use cdn::CdnConfig;
 pub use parse::PathPattern;
 use parse::Raw;
 
@@ -242,8 +242,8 @@ fn parse_upstream(raw: &Raw) -> Result<Upstream, ConfigError> {
 
 /// An http(s) URL with a host, or an error naming the setting.
 fn parse_http_url(name: &str, v: &str) -> Result<url::Url, ConfigError> {
-    let url =
-        url::Url::parse(v).map_err(|e| ConfigError::new(name, format!("{v:?} is not a URL: {e}")))?;
+    let url = url::Url::parse(v)
+        .map_err(|e| ConfigError::new(name, format!("{v:?} is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(ConfigError::new(name, "must be an http(s) URL with a host"));
     }

@@ -46,6 +46,17 @@ enum Sent {
 }
 
 impl Hosting {
+    /// At start: purges this replica had claimed when it stopped (a kill in
+    /// the middle of a send) are sent now, not when their lease runs out.
+    pub async fn release_own_purges(&self) {
+        if self.cfg.cdn.target.is_none() {
+            return;
+        }
+        if let Err(e) = self.repo.release_purges(&self.replica_id).await {
+            tracing::warn!(error = %e, "could not release this replica's CDN purge leases; they run out instead");
+        }
+    }
+
     /// One pass: claims due purges and sends them, as the provider's rate
     /// allows. Called every second by the maintenance loop.
     pub async fn send_purges(&self) {
@@ -60,7 +71,12 @@ impl Hosting {
             let now = now_ms();
             let batch = match self
                 .repo
-                .claim_purges(&self.replica_id, now, now + LEASE_MS, target.provider.batch() as u32)
+                .claim_purges(
+                    &self.replica_id,
+                    now,
+                    now + LEASE_MS,
+                    target.provider.batch() as u32,
+                )
                 .await
             {
                 Ok(b) if b.is_empty() => return,
@@ -97,7 +113,10 @@ impl Hosting {
             Sent::RateLimited(secs) => {
                 count("rate_limited");
                 *lock(&self.purger.next_send) = Instant::now() + Duration::from_secs(secs);
-                (now_ms() + secs * 1000, format!("429: rate limited for {secs} s"))
+                (
+                    now_ms() + secs * 1000,
+                    format!("429: rate limited for {secs} s"),
+                )
             }
             Sent::Failed(why) => {
                 count("retried");
@@ -124,9 +143,15 @@ impl Hosting {
         }
         if let Some(secret) = &self.cfg.cdn.webhook_secret {
             let ts = (now_ms() / 1000).to_string();
-            let id = format!("msg_{}", &crate::ids::sha256_hex(format!("{ts}{}", tags.join(",")).as_bytes())[..24]);
+            let id = format!(
+                "msg_{}",
+                &crate::ids::sha256_hex(format!("{ts}{}", tags.join(",")).as_bytes())[..24]
+            );
             rb = rb
-                .header("webhook-signature", secret.sign(&id, &ts, req.body.as_bytes()))
+                .header(
+                    "webhook-signature",
+                    secret.sign(&id, &ts, req.body.as_bytes()),
+                )
                 .header("webhook-id", id)
                 .header("webhook-timestamp", ts);
         }
@@ -149,7 +174,8 @@ impl Hosting {
         match self.repo.purge_stats().await {
             Ok(s) => {
                 let m = metrics::get();
-                m.cdn_purge_queue.set(i64::try_from(s.queued).unwrap_or(i64::MAX));
+                m.cdn_purge_queue
+                    .set(i64::try_from(s.queued).unwrap_or(i64::MAX));
                 let age = s
                     .oldest_queued_at
                     .map_or(0, |at| now_ms().saturating_sub(at) / 1000);

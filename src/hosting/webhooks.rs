@@ -92,7 +92,9 @@ impl Hosting {
         for (value, _, key) in &keyed {
             // A data: URI has no row to commit: it is stored in the
             // background like the rest, and keeps its place in the body.
-            let stored = rows.iter().any(|r| &r.key == key && r.state == ImageState::Stored);
+            let stored = rows
+                .iter()
+                .any(|r| &r.key == key && r.state == ImageState::Stored);
             if !stored {
                 drop(self.ensure(Job {
                     key: key.clone(),
@@ -117,7 +119,9 @@ impl Hosting {
             match self.repo.get(key).await {
                 Ok(Some(row)) => out.push(row),
                 Ok(None) => {}
-                Err(e) => tracing::warn!(image = %key, error = %e, "could not read a retried webhook's row; its URL is forwarded as it came"),
+                Err(e) => {
+                    tracing::warn!(image = %key, error = %e, "could not read a retried webhook's row; its URL is forwarded as it came")
+                }
             }
         }
         out

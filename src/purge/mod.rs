@@ -129,7 +129,12 @@ impl Tagging {
     /// The header's value for an image (originals and variants alike):
     /// under 50 bytes, far below every provider's limit.
     pub fn value(&self, key: &ImageKey) -> String {
-        format!("{}{}{}", user_tag(&key.user), self.separator, image_tag(key))
+        format!(
+            "{}{}{}",
+            user_tag(&key.user),
+            self.separator,
+            image_tag(key)
+        )
     }
 }
 
@@ -154,7 +159,13 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn new(provider: Provider, base: Option<String>, id: String, token: String, soft: bool) -> Target {
+    pub fn new(
+        provider: Provider,
+        base: Option<String>,
+        id: String,
+        token: String,
+        soft: bool,
+    ) -> Target {
         let base = base.unwrap_or_else(|| provider.default_base().to_string());
         Target {
             provider,

@@ -14,7 +14,10 @@ fn tags_are_short_stable_and_opaque() {
     assert!(user_tag(&k.user).starts_with("ppu") && !user_tag(&k.user).contains("alice"));
     let t = Tagging::new(Some(Provider::Fastly), None).unwrap();
     assert_eq!(t.header, "surrogate-key");
-    assert_eq!(t.value(&k), format!("{} {}", user_tag(&k.user), image_tag(&k)));
+    assert_eq!(
+        t.value(&k),
+        format!("{} {}", user_tag(&k.user), image_tag(&k))
+    );
     assert!(t.value(&k).len() < 200);
     let t = Tagging::new(Some(Provider::Cloudflare), Some("X-Tags")).unwrap();
     assert_eq!(t.header, "x-tags");
@@ -28,10 +31,19 @@ fn each_provider_gets_its_documented_request() {
     let tags = vec!["a".to_string(), "b".to_string()];
     let t = Target::new(Provider::Cloudflare, None, "z1".into(), "tok".into(), false);
     let r = t.request(&tags, &[]);
-    assert_eq!(r.url, "https://api.cloudflare.com/client/v4/zones/z1/purge_cache");
+    assert_eq!(
+        r.url,
+        "https://api.cloudflare.com/client/v4/zones/z1/purge_cache"
+    );
     assert!(r.headers.contains(&("authorization", "Bearer tok".into())));
     assert_eq!(r.body, r#"{"tags":["a","b"]}"#);
-    let t = Target::new(Provider::Fastly, Some("http://x/".into()), "s1".into(), "k".into(), true);
+    let t = Target::new(
+        Provider::Fastly,
+        Some("http://x/".into()),
+        "s1".into(),
+        "k".into(),
+        true,
+    );
     let r = t.request(&tags, &[]);
     assert_eq!(r.url, "http://x/service/s1/purge");
     assert!(r.headers.contains(&("fastly-key", "k".into())));
@@ -42,7 +54,13 @@ fn each_provider_gets_its_documented_request() {
     assert_eq!(r.url, "https://api.bunny.net/pullzone/9/purgeCache");
     assert!(r.headers.contains(&("accesskey", "k".into())));
     assert_eq!(r.body, r#"{"CacheTag":"a"}"#);
-    let t = Target::new(Provider::Webhook, Some("http://hook/p".into()), String::new(), String::new(), false);
+    let t = Target::new(
+        Provider::Webhook,
+        Some("http://hook/p".into()),
+        String::new(),
+        String::new(),
+        false,
+    );
     let r = t.request(&tags, &["http://h/1.png".to_string()]);
     assert_eq!(r.url, "http://hook/p");
     assert_eq!(r.body, r#"{"tags":["a","b"],"urls":["http://h/1.png"]}"#);

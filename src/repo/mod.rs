@@ -297,12 +297,19 @@ pub trait Repo: Send + Sync + AdminRepo {
         limit: u32,
     ) -> Result<Vec<QueuedPurge>, RepoError>;
 
+    /// Gives up the leases `owner` holds (a restart of that replica).
+    async fn release_purges(&self, owner: &str) -> Result<(), RepoError>;
+
     /// The provider took these: they leave the queue.
     async fn finish_purges(&self, tags: &[String]) -> Result<(), RepoError>;
 
     /// These are tried again at `due_at`.
-    async fn retry_purges(&self, tags: &[String], due_at: u64, error: &str)
-        -> Result<(), RepoError>;
+    async fn retry_purges(
+        &self,
+        tags: &[String],
+        due_at: u64,
+        error: &str,
+    ) -> Result<(), RepoError>;
 
     async fn purge_stats(&self) -> Result<PurgeStats, RepoError>;
 

@@ -8,12 +8,14 @@ use super::{ImageRecord, PurgeStats, QueuedPurge, RepoError, SqlRepo};
 use crate::ids::{ImageKey, UserId};
 use crate::purge::{image_tag, user_tag};
 
-const ENQUEUE: &str = "INSERT INTO cdn_purges (tag, path, queued_at, due_at) VALUES ($1, $2, $3, $3) \
+const ENQUEUE: &str =
+    "INSERT INTO cdn_purges (tag, path, queued_at, due_at) VALUES ($1, $2, $3, $3) \
      ON CONFLICT (tag) DO NOTHING";
 
 /// Whoever claims first sends: the lease is re-checked in the outer WHERE,
 /// so on Postgres a replica that lost the race updates nothing.
-const CLAIM: &str = "UPDATE cdn_purges SET lease_owner = $1, lease_until = $2, attempts = attempts + 1 \
+const CLAIM: &str =
+    "UPDATE cdn_purges SET lease_owner = $1, lease_until = $2, attempts = attempts + 1 \
      WHERE due_at <= $3 AND lease_until <= $3 AND tag IN (SELECT tag FROM cdn_purges \
        WHERE due_at <= $3 AND lease_until <= $3 ORDER BY queued_at, tag LIMIT $4) \
      RETURNING tag, path, attempts";
@@ -49,7 +51,10 @@ pub(super) async fn owe_images(
 }
 
 /// One tag for every image of a user.
-pub(super) async fn owe_user(tx: &mut Transaction<'static, Any>, user: &UserId) -> Result<(), RepoError> {
+pub(super) async fn owe_user(
+    tx: &mut Transaction<'static, Any>,
+    user: &UserId,
+) -> Result<(), RepoError> {
     enqueue(tx, &user_tag(user), None).await
 }
 
@@ -86,6 +91,18 @@ impl SqlRepo {
         }
         out.sort_by(|a, b| a.tag.cmp(&b.tag));
         Ok(out)
+    }
+
+    /// Leases `owner` held when it stopped: a restarted replica sends them
+    /// now instead of after the lease runs out.
+    pub(super) async fn release_purge_rows(&self, owner: &str) -> Result<(), RepoError> {
+        sqlx::query(
+            "UPDATE cdn_purges SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = $1",
+        )
+        .bind(owner)
+        .execute(&self.write)
+        .await?;
+        Ok(())
     }
 
     pub(super) async fn finish_purge_rows(&self, tags: &[String]) -> Result<(), RepoError> {

@@ -10,8 +10,7 @@ use sqlx::{AnyPool, Executor};
 
 use super::{
     Cursor, Dialect, HandOut, Hit, ImageRecord, PurgeStats, QueuedPurge, Repo, RepoError, Totals,
-    UserTotal, VariantPut,
-    VariantRecord,
+    UserTotal, VariantPut, VariantRecord,
 };
 use crate::ids::{ImageId, ImageKey, UserId};
 use crate::store::ImageMeta;
@@ -250,6 +249,10 @@ impl Repo for SqlRepo {
         limit: u32,
     ) -> Result<Vec<QueuedPurge>, RepoError> {
         self.claim_purge_rows(owner, now, lease_until, limit).await
+    }
+
+    async fn release_purges(&self, owner: &str) -> Result<(), RepoError> {
+        self.release_purge_rows(owner).await
     }
 
     async fn finish_purges(&self, tags: &[String]) -> Result<(), RepoError> {

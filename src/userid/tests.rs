@@ -72,7 +72,11 @@ fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
 
 #[test]
 fn only_ids_from_trusted_sources_are_trusted() {
-    let p = policy("response-header:x-owner,request-header:x-user-id,anonymous", None, None);
+    let p = policy(
+        "response-header:x-owner,request-header:x-user-id,anonymous",
+        None,
+        None,
+    );
     assert_eq!(trusted(&p, &[], &[("x-owner", "alice")]), Some(true));
     assert_eq!(trusted(&p, &[("x-user-id", "alice")], &[]), Some(false));
     // `anonymous` is everyone without an id: never trusted, so never

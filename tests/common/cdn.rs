@@ -53,7 +53,11 @@ impl PurgeCall {
     pub fn tags(&self) -> Vec<String> {
         let list = |v: &serde_json::Value| -> Vec<String> {
             v.as_array()
-                .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|t| t.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         if let Some(t) = self.body.get("CacheTag").and_then(|t| t.as_str()) {
@@ -125,12 +129,25 @@ impl CdnApi {
 }
 
 /// Checks the documented shape: `Err(status, body)` when it is broken.
-fn check(path: &str, headers: &[(String, String)], body: &serde_json::Value) -> Result<(), (u16, String)> {
-    let h = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+fn check(
+    path: &str,
+    headers: &[(String, String)],
+    body: &serde_json::Value,
+) -> Result<(), (u16, String)> {
+    let h = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.as_str())
+    };
     let bad = |m: &str| Err((400, m.to_string()));
     if path == format!("/client/v4/zones/{ZONE}/purge_cache") {
         if h("authorization") != Some(&format!("Bearer {TOKEN}")) {
-            return Err((403, r#"{"success":false,"errors":[{"code":10000,"message":"Authentication error"}]}"#.into()));
+            return Err((
+                403,
+                r#"{"success":false,"errors":[{"code":10000,"message":"Authentication error"}]}"#
+                    .into(),
+            ));
         }
         return match body["tags"].as_array() {
             Some(t) if !t.is_empty() && t.len() <= 100 => Ok(()),
@@ -139,7 +156,10 @@ fn check(path: &str, headers: &[(String, String)], body: &serde_json::Value) -> 
     }
     if path == format!("/service/{SERVICE}/purge") {
         if h("fastly-key") != Some(TOKEN) {
-            return Err((401, r#"{"msg":"Provided credentials are missing or invalid"}"#.into()));
+            return Err((
+                401,
+                r#"{"msg":"Provided credentials are missing or invalid"}"#.into(),
+            ));
         }
         return match body["surrogate_keys"].as_array() {
             Some(k) if !k.is_empty() && k.len() <= 256 => Ok(()),
@@ -167,7 +187,9 @@ fn answer(path: &str, body: &serde_json::Value) -> Response<Body> {
             .expect("response")
     };
     if path.starts_with("/client/v4/") {
-        return json(serde_json::json!({"success": true, "errors": [], "messages": [], "result": {"id": ZONE}}));
+        return json(
+            serde_json::json!({"success": true, "errors": [], "messages": [], "result": {"id": ZONE}}),
+        );
     }
     if path.starts_with("/service/") {
         let ids: serde_json::Map<String, serde_json::Value> = body["surrogate_keys"]
@@ -180,19 +202,31 @@ fn answer(path: &str, body: &serde_json::Value) -> Response<Body> {
         return json(serde_json::Value::Object(ids));
     }
     if path.starts_with("/pullzone/") {
-        return Response::builder().status(204).body(full(Bytes::new())).expect("response");
+        return Response::builder()
+            .status(204)
+            .body(full(Bytes::new()))
+            .expect("response");
     }
     text_response(200, "ok")
 }
 
 async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let path = parts.uri.path().to_string();
     let headers: Vec<(String, String)> = parts
         .headers
         .iter()
-        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).to_string()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).to_string(),
+            )
+        })
         .collect();
     let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
     let checked = if parts.method == hyper::Method::POST {
@@ -205,7 +239,9 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Bo
     let resp = match (&checked, fault) {
         (Err((status, msg)), _) => text_response(*status, msg),
         (Ok(()), Some((status, retry_after))) => {
-            let mut b = Response::builder().status(status).header("content-type", "text/plain");
+            let mut b = Response::builder()
+                .status(status)
+                .header("content-type", "text/plain");
             if let Some(ra) = retry_after {
                 b = b.header("retry-after", ra);
             }

@@ -34,9 +34,18 @@ fn provider(cdn: &CdnApi, name: &str) -> Vec<(String, String)> {
         ("CDN_PURGE_MAX_PER_MINUTE".into(), "6000".into()),
     ];
     let ids = match name {
-        "cloudflare" => [("CLOUDFLARE_ZONE_ID", cdn::ZONE), ("CLOUDFLARE_API_TOKEN", cdn::TOKEN)],
-        "fastly" => [("FASTLY_SERVICE_ID", cdn::SERVICE), ("FASTLY_API_TOKEN", cdn::TOKEN)],
-        _ => [("BUNNY_PULLZONE_ID", cdn::PULLZONE), ("BUNNY_API_KEY", cdn::TOKEN)],
+        "cloudflare" => [
+            ("CLOUDFLARE_ZONE_ID", cdn::ZONE),
+            ("CLOUDFLARE_API_TOKEN", cdn::TOKEN),
+        ],
+        "fastly" => [
+            ("FASTLY_SERVICE_ID", cdn::SERVICE),
+            ("FASTLY_API_TOKEN", cdn::TOKEN),
+        ],
+        _ => [
+            ("BUNNY_PULLZONE_ID", cdn::PULLZONE),
+            ("BUNNY_API_KEY", cdn::TOKEN),
+        ],
     };
     env.extend(ids.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     env
@@ -58,7 +67,12 @@ async fn purged(cdn: &CdnApi, want: &[String]) -> bool {
     .await
 }
 
-async fn head_or_get(p: &Proxy, img: &Img, method: reqwest::Method, headers: &[(&str, &str)]) -> Reply {
+async fn head_or_get(
+    p: &Proxy,
+    img: &Img,
+    method: reqwest::Method,
+    headers: &[(&str, &str)],
+) -> Reply {
     let mut rb = client().request(method, p.url(&img.hosted.path));
     for (k, v) in headers {
         rb = rb.header(*k, *v);
@@ -76,7 +90,11 @@ async fn cloudflare_tags_every_answer_and_purges_admin_deletes() {
     let answers = [
         (reqwest::Method::GET, vec![], 200),
         (reqwest::Method::GET, vec![("range", "bytes=0-9")], 206),
-        (reqwest::Method::GET, vec![("if-none-match", etag.as_str())], 304),
+        (
+            reqwest::Method::GET,
+            vec![("if-none-match", etag.as_str())],
+            304,
+        ),
         (reqwest::Method::HEAD, vec![], 200),
     ];
     for (method, headers, status) in answers {
@@ -87,15 +105,32 @@ async fn cloudflare_tags_every_answer_and_purges_admin_deletes() {
     }
     let variant = fetch(client().get(s.proxy.url(&format!("{}?w=64", a.hosted.path)))).await;
     assert_eq!(variant.status, 200, "{}", variant.text());
-    assert_eq!(variant.h("cache-tag"), want, "a variant shares its image's tag");
+    assert_eq!(
+        variant.h("cache-tag"),
+        want,
+        "a variant shares its image's tag"
+    );
 
     // Admin delete of one image: its tag, with the token, as documented.
     let b = store_png(&s, "cf", "cf-b.png", &fixtures::unique_png(3001)).await;
-    assert_eq!(admin_delete(&s.proxy, &format!("/admin/users/cf/images/{}", b.id())).await, 204);
+    assert_eq!(
+        admin_delete(&s.proxy, &format!("/admin/users/cf/images/{}", b.id())).await,
+        204
+    );
     assert!(purged(&cdn, &[image_tag(&b)]).await, "{:?}", cdn.calls());
-    let call = cdn.calls().into_iter().find(|c| c.tags().contains(&image_tag(&b))).unwrap();
-    assert_eq!(call.path, format!("/client/v4/zones/{}/purge_cache", cdn::ZONE));
-    assert_eq!(call.header("authorization"), Some(format!("Bearer {}", cdn::TOKEN).as_str()));
+    let call = cdn
+        .calls()
+        .into_iter()
+        .find(|c| c.tags().contains(&image_tag(&b)))
+        .unwrap();
+    assert_eq!(
+        call.path,
+        format!("/client/v4/zones/{}/purge_cache", cdn::ZONE)
+    );
+    assert_eq!(
+        call.header("authorization"),
+        Some(format!("Bearer {}", cdn::TOKEN).as_str())
+    );
     assert_eq!(call.header("content-type"), Some("application/json"));
     assert!(call.accepted);
 
@@ -115,7 +150,10 @@ async fn cloudflare_tags_every_answer_and_purges_admin_deletes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn making_an_image_private_purges_it() {
     let cdn = CdnApi::start().await;
-    let signing = [("IMAGE_URL_SIGNING", "sign"), ("IMAGE_SIGNING_KEYS", SIGNING_KEY)];
+    let signing = [
+        ("IMAGE_URL_SIGNING", "sign"),
+        ("IMAGE_SIGNING_KEYS", SIGNING_KEY),
+    ];
     let s = purge_stands(&cdn, "cloudflare", &signing).await;
     let a = store_png(&s, "cf", "cf-p.png", &fixtures::unique_png(3003)).await;
     // Made private: the public copy must leave the edge.
@@ -140,7 +178,11 @@ async fn the_per_user_limit_the_disk_cap_and_retention_purge_too() {
     let s = purge_stands(
         &cdn,
         "cloudflare",
-        &[("IMAGE_PER_USER_LIMIT", "1"), TRUSTED_IDS, ("IMAGE_STORAGE_MAX_BYTES", &cap)],
+        &[
+            ("IMAGE_PER_USER_LIMIT", "1"),
+            TRUSTED_IDS,
+            ("IMAGE_STORAGE_MAX_BYTES", &cap),
+        ],
     )
     .await;
     let a = store_png(&s, "lim", "lim-a.png", &fixtures::noise_png(40, 40, 3100)).await;
@@ -160,7 +202,10 @@ async fn the_per_user_limit_the_disk_cap_and_retention_purge_too() {
     let s = purge_stands(
         &cdn,
         "cloudflare",
-        &[("IMAGE_MAX_AGE_DAYS", "0.00003"), ("IMAGE_CLEANUP_INTERVAL_SECS", "1")],
+        &[
+            ("IMAGE_MAX_AGE_DAYS", "0.00003"),
+            ("IMAGE_CLEANUP_INTERVAL_SECS", "1"),
+        ],
     )
     .await;
     let old = store_png(&s, "ret", "ret.png", &fixtures::unique_png(3104)).await;
@@ -176,31 +221,50 @@ async fn purges_are_batched_to_100_and_retried_on_503_and_429() {
     let s = purge_stands(
         &cdn,
         "cloudflare",
-        &[("IMAGE_MAX_SOURCES_PER_RESPONSE", "200"), ("IMAGE_MAX_AGE_DAYS", "0.00003")],
+        &[
+            ("IMAGE_MAX_SOURCES_PER_RESPONSE", "200"),
+            ("IMAGE_MAX_AGE_DAYS", "0.00003"),
+        ],
     )
     .await;
     let images: Vec<(String, Vec<u8>)> = (0..101)
         .map(|i| (format!("many-{i}.png"), fixtures::unique_png(3200 + i)))
         .collect();
-    let refs: Vec<(&str, Vec<u8>)> = images.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    let refs: Vec<(&str, Vec<u8>)> = images
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.clone()))
+        .collect();
     let imgs = crate::rules::one_response(&s, "many", &refs).await;
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     // The provider answers the first call 503, the next 429 (Retry-After).
     cdn.fail_next(503, None);
     cdn.fail_next(429, Some("1"));
     let done = admin_cleanup(&s.proxy, false).await;
-    assert_eq!(done["deleted"].as_array().map(Vec::len), Some(101), "{done}");
+    assert_eq!(
+        done["deleted"].as_array().map(Vec::len),
+        Some(101),
+        "{done}"
+    );
     let want: Vec<String> = imgs.iter().map(image_tag).collect();
-    assert!(purged(&cdn, &want).await, "not all purged: {:?}", cdn.calls());
+    assert!(
+        purged(&cdn, &want).await,
+        "not all purged: {:?}",
+        cdn.calls()
+    );
     let calls = cdn.calls();
     assert_eq!(calls[0].status, 503);
-    assert_eq!(calls[0].tags().len(), 100, "the first batch is the documented 100");
+    assert_eq!(
+        calls[0].tags().len(),
+        100,
+        "the first batch is the documented 100"
+    );
     assert!(calls.iter().any(|c| c.status == 429));
     assert!(calls.iter().all(|c| c.accepted && c.tags().len() <= 100));
     let ok: Vec<_> = calls.iter().filter(|c| c.status == 200).collect();
     assert_eq!(ok.iter().map(|c| c.tags().len()).sum::<usize>(), 101);
     for outcome in ["retried", "rate_limited"] {
-        let q = format!(r#"permaproxy_cdn_purges_total{{provider="cloudflare",outcome="{outcome}"}}"#);
+        let q =
+            format!(r#"permaproxy_cdn_purges_total{{provider="cloudflare",outcome="{outcome}"}}"#);
         assert!(s.proxy.metric(&q).await >= 1.0, "{outcome}");
     }
     let drained = wait_until(secs(30), || async {
@@ -216,12 +280,18 @@ async fn a_purge_owed_at_a_kill_9_is_sent_after_restart() {
     let mut s = purge_stands(&cdn, "cloudflare", &[]).await;
     let a = store_png(&s, "k9", "k9.png", &fixtures::unique_png(3300)).await;
     cdn.down(503);
-    assert_eq!(admin_delete(&s.proxy, &format!("/admin/users/k9/images/{}", a.id())).await, 204);
+    assert_eq!(
+        admin_delete(&s.proxy, &format!("/admin/users/k9/images/{}", a.id())).await,
+        204
+    );
     assert!(wait_until(secs(20), || async { !cdn.calls().is_empty() }).await);
     s.proxy.kill9();
     cdn.up();
     s.proxy.restart().await;
-    assert!(purged(&cdn, &[image_tag(&a)]).await, "the owed purge was lost");
+    assert!(
+        purged(&cdn, &[image_tag(&a)]).await,
+        "the owed purge was lost"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,12 +308,23 @@ async fn two_replicas_send_each_purge_once() {
     let other = Proxy::start(opts).await;
     let mut imgs = Vec::new();
     for i in 0..12 {
-        imgs.push(store_png(&s, "rep", &format!("rep-{i}.png"), &fixtures::unique_png(3400 + i)).await);
+        imgs.push(
+            store_png(
+                &s,
+                "rep",
+                &format!("rep-{i}.png"),
+                &fixtures::unique_png(3400 + i),
+            )
+            .await,
+        );
     }
     // Deleted through both replicas; both send.
     for (i, img) in imgs.iter().enumerate() {
         let p = if i % 2 == 0 { &s.proxy } else { &other };
-        assert_eq!(admin_delete(p, &format!("/admin/users/rep/images/{}", img.id())).await, 204);
+        assert_eq!(
+            admin_delete(p, &format!("/admin/users/rep/images/{}", img.id())).await,
+            204
+        );
     }
     let want: Vec<String> = imgs.iter().map(image_tag).collect();
     assert!(purged(&cdn, &want).await);
@@ -251,7 +332,11 @@ async fn two_replicas_send_each_purge_once() {
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     let got = cdn.purged_tags();
     for t in &want {
-        assert_eq!(got.iter().filter(|g| *g == t).count(), 1, "{t} purged twice: {got:?}");
+        assert_eq!(
+            got.iter().filter(|g| *g == t).count(),
+            1,
+            "{t} purged twice: {got:?}"
+        );
     }
 }
 
@@ -261,8 +346,14 @@ async fn fastly_soft_purges_surrogate_keys() {
     let s = purge_stands(&cdn, "fastly", &[("FASTLY_SOFT_PURGE", "true")]).await;
     let a = store_png(&s, "fa", "fa.png", &fixtures::unique_png(3500)).await;
     let r = get(&s.proxy, &a).await;
-    assert_eq!(r.h("surrogate-key"), format!("{} {}", user_tag("fa"), image_tag(&a)));
-    assert_eq!(admin_delete(&s.proxy, &format!("/admin/users/fa/images/{}", a.id())).await, 204);
+    assert_eq!(
+        r.h("surrogate-key"),
+        format!("{} {}", user_tag("fa"), image_tag(&a))
+    );
+    assert_eq!(
+        admin_delete(&s.proxy, &format!("/admin/users/fa/images/{}", a.id())).await,
+        204
+    );
     assert!(purged(&cdn, &[image_tag(&a)]).await, "{:?}", cdn.calls());
     let call = &cdn.calls()[0];
     assert_eq!(call.path, format!("/service/{}/purge", cdn::SERVICE));
@@ -277,11 +368,21 @@ async fn bunny_purges_one_cache_tag_per_request() {
     let s = purge_stands(&cdn, "bunny", &[]).await;
     let a = store_png(&s, "bu", "bu-a.png", &fixtures::unique_png(3600)).await;
     let b = store_png(&s, "bu", "bu-b.png", &fixtures::unique_png(3601)).await;
-    assert_eq!(get(&s.proxy, &a).await.h("cdn-tag"), format!("{},{}", user_tag("bu"), image_tag(&a)));
+    assert_eq!(
+        get(&s.proxy, &a).await.h("cdn-tag"),
+        format!("{},{}", user_tag("bu"), image_tag(&a))
+    );
     for img in [&a, &b] {
-        assert_eq!(admin_delete(&s.proxy, &format!("/admin/users/bu/images/{}", img.id())).await, 204);
+        assert_eq!(
+            admin_delete(&s.proxy, &format!("/admin/users/bu/images/{}", img.id())).await,
+            204
+        );
     }
-    assert!(purged(&cdn, &[image_tag(&a), image_tag(&b)]).await, "{:?}", cdn.calls());
+    assert!(
+        purged(&cdn, &[image_tag(&a), image_tag(&b)]).await,
+        "{:?}",
+        cdn.calls()
+    );
     for call in cdn.calls() {
         assert_eq!(call.path, format!("/pullzone/{}/purgeCache", cdn::PULLZONE));
         assert_eq!(call.header("accesskey"), Some(cdn::TOKEN));
@@ -324,8 +425,14 @@ async fn the_webhook_provider_posts_signed_tags_and_urls() {
     ])
     .await;
     let a = store_png(&s, "wh", "wh.png", &fixtures::unique_png(3700)).await;
-    assert_eq!(get(&s.proxy, &a).await.h("x-cache-tags"), format!("{},{}", user_tag("wh"), image_tag(&a)));
-    assert_eq!(admin_delete(&s.proxy, &format!("/admin/users/wh/images/{}", a.id())).await, 204);
+    assert_eq!(
+        get(&s.proxy, &a).await.h("x-cache-tags"),
+        format!("{},{}", user_tag("wh"), image_tag(&a))
+    );
+    assert_eq!(
+        admin_delete(&s.proxy, &format!("/admin/users/wh/images/{}", a.id())).await,
+        204
+    );
     assert!(purged(&cdn, &[image_tag(&a)]).await, "{:?}", cdn.calls());
     let call = &cdn.calls()[0];
     assert_eq!(call.path, "/purge-hook");

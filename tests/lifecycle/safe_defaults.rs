@@ -9,7 +9,9 @@ use crate::*;
 /// Generates one image with exactly `headers` (no session unless given):
 /// what a client sends on its own.
 async fn generate_with(s: &Stands, headers: &[(&str, &str)], name: &str, bytes: &[u8]) -> Img {
-    let src = s.host.add_url(&format!("/pbxt/{name}"), bytes.to_vec(), "image/png");
+    let src = s
+        .host
+        .add_url(&format!("/pbxt/{name}"), bytes.to_vec(), "image/png");
     s.api.set_generate_json(&json!({ "output": [src] }));
     let mut rb = client()
         .post(s.proxy.url(GEN))
@@ -20,7 +22,10 @@ async fn generate_with(s: &Stands, headers: &[(&str, &str)], name: &str, bytes: 
     }
     let r = fetch(rb).await;
     assert_eq!(r.status, 200, "generate: {}", r.text());
-    let url = r.json()["output"][0].as_str().unwrap_or_default().to_string();
+    let url = r.json()["output"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     Img {
         hosted: parse_hosted(&url).unwrap_or_else(|| panic!("not hosted: {url}")),
         bytes: bytes.to_vec(),
@@ -37,7 +42,8 @@ async fn finding_01_claimed_ids_cannot_evict_with_the_default_sources() {
     let mut alice = Vec::new();
     for i in 0..3 {
         let png = fixtures::unique_png(2000 + i);
-        alice.push(generate_with(&s, &[("x-user-id", "alice")], &format!("al-{i}.png"), &png).await);
+        alice
+            .push(generate_with(&s, &[("x-user-id", "alice")], &format!("al-{i}.png"), &png).await);
     }
     for i in 0..5 {
         let png = fixtures::unique_png(2010 + i);
@@ -45,7 +51,11 @@ async fn finding_01_claimed_ids_cannot_evict_with_the_default_sources() {
         assert_eq!(img.user(), "alice", "the claim still names the folder");
     }
     for img in &alice {
-        assert_served(&get(&s.proxy, img).await, img, "alice's image after 5 claims");
+        assert_served(
+            &get(&s.proxy, img).await,
+            img,
+            "alice's image after 5 claims",
+        );
     }
     assert_eq!(
         s.proxy
@@ -68,15 +78,31 @@ async fn finding_01_claimed_ids_cannot_evict_trusted_images() {
     ])
     .await;
     let mine = session("alice");
-    let a = generate_with(&s, &[("authorization", &mine)], "t-a.png", &fixtures::unique_png(2100)).await;
-    let b = generate_with(&s, &[("authorization", &mine)], "t-b.png", &fixtures::unique_png(2101)).await;
+    let a = generate_with(
+        &s,
+        &[("authorization", &mine)],
+        "t-a.png",
+        &fixtures::unique_png(2100),
+    )
+    .await;
+    let b = generate_with(
+        &s,
+        &[("authorization", &mine)],
+        "t-b.png",
+        &fixtures::unique_png(2101),
+    )
+    .await;
     for i in 0..5 {
         let png = fixtures::unique_png(2110 + i);
         let img = generate_with(&s, &[("x-user-id", "alice")], &format!("c-{i}.png"), &png).await;
         assert_eq!(img.user(), "alice");
     }
     for img in [&a, &b] {
-        assert_served(&get(&s.proxy, img).await, img, "a trusted image after 5 claims");
+        assert_served(
+            &get(&s.proxy, img).await,
+            img,
+            "a trusted image after 5 claims",
+        );
     }
 }
 
@@ -87,7 +113,11 @@ async fn finding_01_the_per_user_limit_still_holds_for_a_trusted_id() {
     let s = stands(&[("IMAGE_PER_USER_LIMIT", "2"), TRUSTED_IDS]).await;
     let a = store_png(&s, "tess", "lim-a.png", &fixtures::unique_png(2200)).await;
     let b = store_png(&s, "tess", "lim-b.png", &fixtures::unique_png(2201)).await;
-    assert_served(&get(&s.proxy, &a).await, &a, "A, requested after B was stored");
+    assert_served(
+        &get(&s.proxy, &a).await,
+        &a,
+        "A, requested after B was stored",
+    );
     let c = store_png(&s, "tess", "lim-c.png", &fixtures::unique_png(2202)).await;
     assert_served(&get(&s.proxy, &a).await, &a, "A again");
     let d = store_png(&s, "tess", "lim-d.png", &fixtures::unique_png(2203)).await;
@@ -111,7 +141,13 @@ async fn finding_02_anonymous_is_not_one_evictable_bucket() {
     let s = stands(&[("IMAGE_PER_USER_LIMIT", "2")]).await;
     let mut imgs = Vec::new();
     for i in 0..4 {
-        let img = generate_with(&s, &[], &format!("anon-{i}.png"), &fixtures::unique_png(2300 + i)).await;
+        let img = generate_with(
+            &s,
+            &[],
+            &format!("anon-{i}.png"),
+            &fixtures::unique_png(2300 + i),
+        )
+        .await;
         assert_eq!(img.user(), "anonymous");
         imgs.push(img);
     }
@@ -130,7 +166,11 @@ async fn finding_01_the_disk_cap_holds_as_images_are_stored() {
     let png = |seed| fixtures::large_png(SIZE, seed);
     let a = generate_with(&s, &[], "cap-a.png", &png(2400)).await;
     let b = generate_with(&s, &[], "cap-b.png", &png(2401)).await;
-    assert_served(&get(&s.proxy, &a).await, &a, "A, requested after B was stored");
+    assert_served(
+        &get(&s.proxy, &a).await,
+        &a,
+        "A, requested after B was stored",
+    );
     // Three images in one response: over the cap together, but none of
     // them is evicted for the others.
     let batch: Vec<(String, Vec<u8>)> = (0..3)
@@ -139,7 +179,11 @@ async fn finding_01_the_disk_cap_holds_as_images_are_stored() {
     let refs: Vec<(&str, Vec<u8>)> = batch.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
     let imgs = one_response(&s, "anonymous", &refs).await;
     for img in &imgs {
-        assert_served(&get(&s.proxy, img).await, img, "an image of the same response");
+        assert_served(
+            &get(&s.proxy, img).await,
+            img,
+            "an image of the same response",
+        );
     }
     // A and B made room, B first (least recently requested), with no
     // cleanup run in between.

@@ -45,7 +45,9 @@ async fn per_user_limit_and_cleanup_work_on_the_shared_bucket() {
 
     // 1. IMAGE_PER_USER_LIMIT=2 on the storing replica: three images, the
     //    least recently requested one leaves the bucket.
-    let a = w.replica(&[("IMAGE_PER_USER_LIMIT", "2"), TRUSTED_IDS]).await;
+    let a = w
+        .replica(&[("IMAGE_PER_USER_LIMIT", "2"), TRUSTED_IDS])
+        .await;
     let d1 = w
         .store(&a, "dora", "d1.png", &unique_png(1), "image/png")
         .await;
@@ -70,8 +72,12 @@ async fn per_user_limit_and_cleanup_work_on_the_shared_bucket() {
     //    sees a request for eve's images; C (no limit) stores three and
     //    serves the oldest. B's cleanup must decide by the access times C
     //    shared, not by when B happened to notice the images.
-    let b = w.replica(&[("IMAGE_PER_USER_LIMIT", "2"), TRUSTED_IDS]).await;
-    let c = w.replica(&[("IMAGE_PER_USER_LIMIT", "0"), TRUSTED_IDS]).await;
+    let b = w
+        .replica(&[("IMAGE_PER_USER_LIMIT", "2"), TRUSTED_IDS])
+        .await;
+    let c = w
+        .replica(&[("IMAGE_PER_USER_LIMIT", "0"), TRUSTED_IDS])
+        .await;
     let e1 = w
         .store(&c, "eve", "e1.png", &unique_png(11), "image/png")
         .await;
@@ -136,8 +142,12 @@ async fn per_user_limit_and_cleanup_work_on_the_shared_bucket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finding_05_an_image_another_replica_serves_is_not_evicted() {
     let w = World::new().await;
-    let a = w.replica(&[("IMAGE_PER_USER_LIMIT", "2"), TRUSTED_IDS]).await;
-    let b = w.replica(&[("IMAGE_PER_USER_LIMIT", "2"), TRUSTED_IDS]).await;
+    let a = w
+        .replica(&[("IMAGE_PER_USER_LIMIT", "2"), TRUSTED_IDS])
+        .await;
+    let b = w
+        .replica(&[("IMAGE_PER_USER_LIMIT", "2"), TRUSTED_IDS])
+        .await;
     let x = w
         .store(&a, "finn", "x.png", &unique_png(51), "image/png")
         .await;

@@ -36,10 +36,16 @@ async fn finding_03_a_claimed_id_never_attributes_a_webhook() {
 async fn finding_07_a_retried_delivery_is_rewritten_and_re_signed() {
     let s = stands(&[("IMAGE_WEBHOOK_REWRITE", "true")]).await;
     let bytes = fixtures::unique_png(2600);
-    let src = s.host.add_url("/hook/retry.png", bytes.clone(), "image/png");
-    let d = Delivery::signed("msg_retry", &prediction("p_retry", "succeeded", json!([src])));
+    let src = s
+        .host
+        .add_url("/hook/retry.png", bytes.clone(), "image/png");
+    let d = Delivery::signed(
+        "msg_retry",
+        &prediction("p_retry", "succeeded", json!([src])),
+    );
     let path = format!("{HOOK}?userId=rae");
-    s.api.set_response(HOOK, Canned::new(500, "text/plain", "down"));
+    s.api
+        .set_response(HOOK, Canned::new(500, "text/plain", "down"));
     assert_eq!(deliver(&s.proxy, &path, &d).await.status, 500);
     s.api.set_response(HOOK, Canned::json(&json!({"ok": true})));
     assert_eq!(deliver(&s.proxy, &path, &d).await.status, 200);
@@ -54,9 +60,16 @@ async fn finding_07_a_retried_delivery_is_rewritten_and_re_signed() {
     let hosted = parse_hosted(&url_of(retry))
         .unwrap_or_else(|| panic!("the retry was not rewritten: {}", url_of(retry)));
     assert_eq!(hosted.user, "rae");
-    assert_eq!(url_of(retry), url_of(first), "the same hosted URL both times");
+    assert_eq!(
+        url_of(retry),
+        url_of(first),
+        "the same hosted URL both times"
+    );
     assert_eq!(retry.body, first.body);
-    assert!(studio_api_verifies(retry), "the retry's signature fails at Studio API");
+    assert!(
+        studio_api_verifies(retry),
+        "the retry's signature fails at Studio API"
+    );
     assert_eq!(retry.header("webhook-id"), Some("msg_retry"));
     assert_eq!(
         s.proxy
@@ -66,6 +79,10 @@ async fn finding_07_a_retried_delivery_is_rewritten_and_re_signed() {
     );
     assert!(wait_until(secs(20), || stored(&s.proxy, "rae", &src)).await);
     s.host.expire("/hook/retry.png");
-    assert_same_bytes(&get_path(&s.proxy, &hosted.path).await.body, &bytes, "hosted");
+    assert_same_bytes(
+        &get_path(&s.proxy, &hosted.path).await.body,
+        &bytes,
+        "hosted",
+    );
     assert_eq!(s.host.hits("/hook/retry.png"), 1, "captured once");
 }
