@@ -99,6 +99,9 @@ fn warn_about_setup(cfg: &Config) {
     {
         tracing::warn!("IMAGE_PERSIST_MODE=on_first_hit with IMAGE_FIRST_HIT_DEADLINE_SECS=0: an image nobody requests before its source expires is lost");
     }
+    if cfg.serve_rate.forwarded == crate::forwarded::ForwardedFor::Leftmost {
+        tracing::warn!("TRUST_FORWARDED_FOR=true without TRUSTED_PROXIES: the client is the leftmost X-Forwarded-For address, which the client writes itself, so anyone can rotate it to escape the per-client rate limit; set TRUSTED_PROXIES to the proxies in front (behind Railway's edge: private)");
+    }
     // The access log is written in batches: the last one must not be lost.
     crate::logging::flush();
 }
