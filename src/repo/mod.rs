@@ -14,6 +14,7 @@ mod images;
 mod leases;
 mod queries;
 mod row;
+pub mod schema;
 mod sql;
 mod variants;
 mod views;

@@ -7,12 +7,14 @@
 //! - `rules`: per-user limit, retention, disk cap;
 //! - `admin`: deletes (cached, by user), auth, listing, stats, metadata;
 //! - `persistence`: restarts, a lost database and `reindex`, `permaproxy cleanup [--dry-run]`;
-//! - `upgrade`: the first start on a store the previous release wrote.
+//! - `upgrade`: the first start on a store the previous release wrote;
+//! - `namespace`: a Postgres database shared with Studio API (issue 20).
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod admin;
+mod namespace;
 mod persistence;
 mod rules;
 mod upgrade;
@@ -21,7 +23,7 @@ use common::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
-pub const TOKEN: &str = "s3cret-admin-token";
+pub const TOKEN: &str = "s3cret-admin-token-padded-to-32-chars";
 
 /// File host + Studio API + a proxy with `ADMIN_TOKEN` = [`TOKEN`] and
 /// `extra` settings on top (an empty value removes a setting).
