@@ -89,7 +89,7 @@ fn warn_about_setup(cfg: &Config) {
     if cfg.storage.backend == crate::config::StorageBackend::S3
         && cfg.database.url.starts_with("sqlite:")
     {
-        tracing::warn!("S3 storage with the embedded SQLite database: run one replica only; several replicas on one bucket need DATABASE_URL=postgres://…");
+        tracing::warn!("S3 storage with the embedded SQLite database: run one replica only; several replicas on one bucket need PERMAPROXY_DATABASE_URL=postgres://…");
     }
     if !cfg.webhook.paths.is_empty() && cfg.webhook.secret.is_none() {
         tracing::warn!("IMAGE_WEBHOOK_PATHS without REPLICATE_WEBHOOK_SECRET: webhooks are captured without verification (sources are still limited to REPLICATE_HOSTS)");

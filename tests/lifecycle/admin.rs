@@ -156,7 +156,10 @@ async fn admin_auth_needs_the_token_and_is_off_without_one() {
             .status
             == 200
     };
-    assert!(wait_until(secs(30), stats).await, "the throttle never ended");
+    assert!(
+        wait_until(secs(30), stats).await,
+        "the throttle never ended"
+    );
     for (method, path) in admin_routes("u1", img.id()) {
         let r = admin_req(&s.proxy, method.clone(), &path, Some(TOKEN)).await;
         let want = if method == Method::DELETE { 204 } else { 200 };
