@@ -138,7 +138,7 @@ pub fn start_stand_ins() -> Result<Vec<(String, String)>, String> {
     ])
 }
 
-const DEMO_ADMIN_TOKEN: &str = "demo-admin-token";
+const DEMO_ADMIN_TOKEN: &str = "demo-admin-token-for-this-machine-only";
 
 /// Prints each step of the flow with what the client sees.
 fn walkthrough(proxy: u16, admin: u16, files: u16) {

@@ -25,6 +25,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod fetch;
+pub mod forwarded;
 pub mod hosting;
 pub mod ids;
 pub mod image_format;

@@ -31,6 +31,12 @@ pub fn take(bucket: &mut Bucket, rate: f64, burst: f64, now: Instant) -> Result<
     }
 }
 
+/// Would [`take`] succeed? Nothing is taken.
+pub fn peek(bucket: &Bucket, rate: f64, burst: f64, now: Instant) -> Result<(), Duration> {
+    let mut copy = *bucket;
+    take(&mut copy, rate, burst, now)
+}
+
 pub struct RateLimiter {
     rate: f64,
     burst: f64,
@@ -93,29 +99,21 @@ impl RateLimiter {
             .map_err(|wait| wait.as_secs_f64().ceil().max(1.0) as u64)
     }
 
+    /// `Err(retry_after_secs)` while the client has no token left, without
+    /// taking one: the admin listener refuses a throttled client outright.
+    pub fn peek(&self, client: IpAddr) -> Result<(), u64> {
+        let Some(bucket) = self.buckets.get(&bucket_key(client, self.v6_prefix)) else {
+            return Ok(());
+        };
+        let b = bucket.lock().unwrap_or_else(|e| e.into_inner());
+        peek(&b, self.rate, self.burst, Instant::now())
+            .map_err(|wait| wait.as_secs_f64().ceil().max(1.0) as u64)
+    }
+
     pub fn tracked_clients(&self) -> u64 {
         self.buckets.run_pending_tasks();
         self.buckets.entry_count()
     }
-}
-
-/// The client's address: the socket's, or the first X-Forwarded-For entry
-/// when the deployment says a trusted edge sets it.
-pub fn client_ip(
-    socket: Option<IpAddr>,
-    forwarded_for: Option<&str>,
-    trust: bool,
-) -> Option<IpAddr> {
-    if trust {
-        let first = forwarded_for
-            .and_then(|v| v.split(',').next())
-            .map(str::trim)
-            .and_then(|s| s.parse::<IpAddr>().ok());
-        if first.is_some() {
-            return first;
-        }
-    }
-    socket
 }
 
 #[cfg(test)]
@@ -144,12 +142,15 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_for_only_when_trusted() {
-        let sock: IpAddr = "10.0.0.1".parse().unwrap();
-        let xff = Some("1.2.3.4, 10.0.0.9");
-        assert_eq!(client_ip(Some(sock), xff, false), Some(sock));
-        assert_eq!(client_ip(Some(sock), xff, true), "1.2.3.4".parse().ok());
-        assert_eq!(client_ip(Some(sock), Some("garbage"), true), Some(sock));
+    fn peeking_takes_nothing() {
+        let l = RateLimiter::with(0.001, 2.0, 64);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(l.peek(ip).is_ok(), "an unknown client is not throttled");
+        assert!(l.check(ip).is_ok());
+        assert!(l.peek(ip).is_ok());
+        assert!(l.peek(ip).is_ok(), "peeking twice took nothing");
+        assert!(l.check(ip).is_ok());
+        assert!(l.peek(ip).is_err(), "now empty");
     }
 
     #[test]

@@ -91,7 +91,7 @@ fn warn_about_setup(cfg: &Config) {
     if cfg.storage.backend == crate::config::StorageBackend::S3
         && cfg.database.url.starts_with("sqlite:")
     {
-        tracing::warn!("S3 storage with the embedded SQLite database: run one replica only; several replicas on one bucket need DATABASE_URL=postgres://…");
+        tracing::warn!("S3 storage with the embedded SQLite database: run one replica only; several replicas on one bucket need PERMAPROXY_DATABASE_URL=postgres://…");
     }
     if !cfg.user_id.has_trusted_source() {
         tracing::warn!(
@@ -103,6 +103,9 @@ fn warn_about_setup(cfg: &Config) {
         && cfg.persist.first_hit_deadline.is_none()
     {
         tracing::warn!("IMAGE_PERSIST_MODE=on_first_hit with IMAGE_FIRST_HIT_DEADLINE_SECS=0: an image nobody requests before its source expires is lost");
+    }
+    if cfg.serve_rate.forwarded == crate::forwarded::ForwardedFor::Leftmost {
+        tracing::warn!("TRUST_FORWARDED_FOR=true without TRUSTED_PROXIES: the client is the leftmost X-Forwarded-For address, which the client writes itself, so anyone can rotate it to escape the per-client rate limit; set TRUSTED_PROXIES to the proxies in front (behind Railway's edge: private)");
     }
     // The access log is written in batches: the last one must not be lost.
     crate::logging::flush();

@@ -146,6 +146,11 @@ impl Signer {
     }
 }
 
+/// Ten years, the longest TTL a URL may be signed with (IMAGE_URL_TTL_SECS
+/// is refused at start above it, a mint's `ttl` per request): longer is no
+/// expiry in practice, and `0` signs without `exp` for that.
+pub const MAX_TTL_SECS: u64 = 10 * 365 * 86_400;
+
 /// The URL this proxy hands out for `path`: signed when the configuration
 /// says so, with `exp` = now + IMAGE_URL_TTL_SECS when a TTL is set.
 pub fn hosted_url(
@@ -157,7 +162,8 @@ pub fn hosted_url(
 ) -> String {
     match &cfg.signer {
         Some(signer) if cfg.mode != crate::config::SigningMode::Off => {
-            let exp = cfg.ttl.map(|ttl| now_secs + ttl.as_secs());
+            // Saturating: a sum that wrapped would mint URLs already expired.
+            let exp = cfg.ttl.map(|ttl| now_secs.saturating_add(ttl.as_secs()));
             format!("{base}{path}?{}", signer.sign(path, params, exp))
         }
         _ if params.is_empty() => format!("{base}{path}"),

@@ -180,67 +180,126 @@ fn is_image_data_uri(s: &str) -> bool {
         && (header.starts_with("image/") || header.starts_with("application/octet-stream"))
 }
 
-/// May a download connect to this address? Loopback, private, link-local,
-/// CGNAT, multicast and reserved space are refused, including IPv4 hidden
-/// in IPv6 (mapped, compatible, 6to4 and NAT64 forms).
+/// May a download connect to this address? Every range of IANA's IPv4 and
+/// IPv6 special-purpose address registries is refused (private, loopback,
+/// link-local, CGNAT, documentation, benchmarking, AS112, AMT, Teredo,
+/// ORCHID, reserved, multicast...), and so is IPv6 outside global unicast
+/// `2000::/3`. IPv4 hidden in IPv6 (mapped, compatible, 6to4, NAT64) is
+/// unwrapped and judged as IPv4. Whole blocks are refused even where the
+/// registry marks a few addresses globally reachable: none of them is a
+/// place an image is downloaded from.
 pub fn address_is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4_is_public(v4),
         IpAddr::V6(v6) => match embedded_v4(v6) {
-            Some(v4) => v4_is_public(v4),
-            None => v6_is_public(v6),
+            Embedded::One(v4) => v4_is_public(v4),
+            // Local-use NAT64: the translator's prefix length decides where
+            // the IPv4 address sits, so every reading must be public.
+            Embedded::AnyOf(list) => list.iter().all(|v4| v4_is_public(*v4)),
+            Embedded::None => v6_is_public(v6),
         },
     }
 }
 
+/// IANA IPv4 Special-Purpose Address Registry, plus multicast (224.0.0.0/4).
+const V4_SPECIAL: &[(u32, u8)] = &[
+    (0x0000_0000, 8),  // 0.0.0.0/8 "this network"
+    (0x0a00_0000, 8),  // 10.0.0.0/8 private
+    (0x6440_0000, 10), // 100.64.0.0/10 shared address space (CGNAT)
+    (0x7f00_0000, 8),  // 127.0.0.0/8 loopback
+    (0xa9fe_0000, 16), // 169.254.0.0/16 link local
+    (0xac10_0000, 12), // 172.16.0.0/12 private
+    (0xc000_0000, 24), // 192.0.0.0/24 IETF protocol assignments
+    (0xc000_0200, 24), // 192.0.2.0/24 TEST-NET-1
+    (0xc01f_c400, 24), // 192.31.196.0/24 AS112-v4
+    (0xc034_c100, 24), // 192.52.193.0/24 AMT
+    (0xc058_6300, 24), // 192.88.99.0/24 deprecated 6to4 relay anycast
+    (0xc0a8_0000, 16), // 192.168.0.0/16 private
+    (0xc0af_3000, 24), // 192.175.48.0/24 direct delegation AS112
+    (0xc612_0000, 15), // 198.18.0.0/15 benchmarking
+    (0xc633_6400, 24), // 198.51.100.0/24 TEST-NET-2
+    (0xcb00_7100, 24), // 203.0.113.0/24 TEST-NET-3
+    (0xe000_0000, 4),  // 224.0.0.0/4 multicast
+    (0xf000_0000, 4),  // 240.0.0.0/4 reserved, and 255.255.255.255
+];
+
+/// IANA IPv6 Special-Purpose Address Registry (the blocks not unwrapped to
+/// IPv4 above), plus multicast and the deprecated site-local block. Most of
+/// them are outside 2000::/3 as well; they are listed so the table says
+/// what is refused and why.
+const V6_SPECIAL: &[(u128, u8)] = &[
+    (0, 128),                          // ::/128 unspecified
+    (1, 128),                          // ::1/128 loopback
+    (0x0100_0000_0000_0000 << 64, 64), // 100::/64 discard-only
+    (0x0100_0000_0000_0001 << 64, 64), // 100:0:0:1::/64 dummy prefix
+    (0x2001_0000 << 96, 23), // 2001::/23 IETF protocol assignments (Teredo, ORCHID, AMT...)
+    (0x2001_0db8 << 96, 32), // 2001:db8::/32 documentation
+    (0x2620_004f_8000 << 80, 48), // 2620:4f:8000::/48 direct delegation AS112
+    (0x3fff << 112, 20),     // 3fff::/20 documentation
+    (0x5f00 << 112, 16),     // 5f00::/16 segment routing SIDs
+    (0xfc00 << 112, 7),      // fc00::/7 unique local
+    (0xfe80 << 112, 10),     // fe80::/10 link local
+    (0xfec0 << 112, 10),     // fec0::/10 site local (deprecated)
+    (0xff00 << 112, 8),      // ff00::/8 multicast
+];
+
+fn in_block(addr: u128, width: u32, base: u128, len: u8) -> bool {
+    let shift = width - u32::from(len);
+    // A /0 would shift by the whole width; no entry is one.
+    shift >= width || (addr >> shift) == (base >> shift)
+}
+
 fn v4_is_public(ip: Ipv4Addr) -> bool {
-    let o = ip.octets();
-    !(ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || ip.is_multicast()
-        || ip.is_documentation()
-        || o[0] == 0
-        || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64.0.0/10 CGNAT
-        || (o[0] == 192 && o[1] == 0 && o[2] == 0) // 192.0.0.0/24 IETF
-        || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18.0.0/15 benchmarking
-        || o[0] >= 240) // reserved
+    let a = u128::from(u32::from(ip));
+    !V4_SPECIAL
+        .iter()
+        .any(|&(base, len)| in_block(a, 32, u128::from(base), len))
 }
 
 fn v6_is_public(ip: Ipv6Addr) -> bool {
-    let s = ip.segments();
-    !(ip.is_loopback()
-        || ip.is_unspecified()
-        || ip.is_multicast()
-        || (s[0] & 0xfe00) == 0xfc00 // unique local
-        || (s[0] & 0xffc0) == 0xfe80 // link local
-        || (s[0] & 0xffc0) == 0xfec0 // site local (deprecated)
-        || (s[0] == 0x2001 && s[1] == 0x0db8)) // documentation
+    let a = u128::from(ip);
+    // Only 2000::/3 is allocated for global unicast.
+    (a >> 125) == 0b001
+        && !V6_SPECIAL
+            .iter()
+            .any(|&(base, len)| in_block(a, 128, base, len))
 }
 
-fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+enum Embedded {
+    None,
+    One(Ipv4Addr),
+    AnyOf(Vec<Ipv4Addr>),
+}
+
+/// The IPv4 address inside an RFC 6052 NAT64 address with a prefix of
+/// `prefix_bits`: the 32 bits after the prefix, skipping bits 64..72.
+fn rfc6052_v4(ip: Ipv6Addr, prefix_bits: usize) -> Ipv4Addr {
+    let o = ip.octets();
+    let mut v4 = (prefix_bits / 8..16).filter(|&i| i != 8).map(|i| o[i]);
+    let mut next = || v4.next().unwrap_or(0);
+    Ipv4Addr::new(next(), next(), next(), next())
+}
+
+fn embedded_v4(ip: Ipv6Addr) -> Embedded {
     let s = ip.segments();
-    let tail = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     if let Some(v4) = ip.to_ipv4_mapped() {
-        return Some(v4);
+        return Embedded::One(v4); // ::ffff:0:0/96
     }
     if s[0..6] == [0, 0, 0, 0, 0, 0] && !ip.is_loopback() && !ip.is_unspecified() {
-        return Some(tail); // IPv4-compatible ::a.b.c.d
+        return Embedded::One(rfc6052_v4(ip, 96)); // IPv4-compatible ::a.b.c.d
     }
-    if s[0] == 0x64 && s[1] == 0xff9b {
-        return Some(tail); // NAT64 64:ff9b::/96 and 64:ff9b:1::/48
+    if s[0..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return Embedded::One(rfc6052_v4(ip, 96)); // well-known NAT64 64:ff9b::/96
+    }
+    if s[0..3] == [0x64, 0xff9b, 1] {
+        // Local-use NAT64 64:ff9b:1::/48 (RFC 8215), any RFC 6052 length
+        // from the /48 down.
+        return Embedded::AnyOf([48, 56, 64, 96].map(|p| rfc6052_v4(ip, p)).to_vec());
     }
     if s[0] == 0x2002 {
-        return Some(Ipv4Addr::new(
-            (s[1] >> 8) as u8,
-            s[1] as u8,
-            (s[2] >> 8) as u8,
-            s[2] as u8,
-        ));
+        return Embedded::One(rfc6052_v4(ip, 16)); // 6to4 2002:a.b.c.d::/48
     }
-    None
+    Embedded::None
 }
 
 #[cfg(test)]
@@ -407,6 +466,112 @@ mod tests {
         assert!(SourceMatcher::parse("", false).is_err());
         assert!(SourceMatcher::parse("a*.b", false).is_err());
         assert!(SourceMatcher::parse("host:notaport", false).is_err());
+    }
+
+    /// Finding 12 (issue 20): Teredo, 100::/64 and other special-purpose
+    /// blocks were public. Every block of IANA's IPv4 and IPv6
+    /// special-purpose registries (as of 2025), and multicast, is refused at
+    /// its first and last address; IPv4 wrapped in IPv6 is judged as IPv4.
+    #[test]
+    fn finding_12_iana_special_purpose_ranges_are_refused() {
+        const IANA: &[&str] = &[
+            "0.0.0.0/8",
+            "0.0.0.0/32",
+            "10.0.0.0/8",
+            "100.64.0.0/10",
+            "127.0.0.0/8",
+            "169.254.0.0/16",
+            "172.16.0.0/12",
+            "192.0.0.0/24",
+            "192.0.0.0/29",
+            "192.0.0.8/32",
+            "192.0.0.9/32",
+            "192.0.0.10/32",
+            "192.0.0.170/32",
+            "192.0.0.171/32",
+            "192.0.2.0/24",
+            "192.31.196.0/24",
+            "192.52.193.0/24",
+            "192.88.99.0/24",
+            "192.168.0.0/16",
+            "192.175.48.0/24",
+            "198.18.0.0/15",
+            "198.51.100.0/24",
+            "203.0.113.0/24",
+            "240.0.0.0/4",
+            "255.255.255.255/32",
+            "224.0.0.0/4",
+            "::1/128",
+            "::/128",
+            "::ffff:0:0/96",
+            "64:ff9b::/96",
+            "64:ff9b:1::/48",
+            "100::/64",
+            "100:0:0:1::/64",
+            "2001::/23",
+            "2001::/32",
+            "2001:1::1/128",
+            "2001:1::2/128",
+            "2001:1::3/128",
+            "2001:2::/48",
+            "2001:3::/32",
+            "2001:4:112::/48",
+            "2001:10::/28",
+            "2001:20::/28",
+            "2001:30::/28",
+            "2001:db8::/32",
+            "2002::/16",
+            "2620:4f:8000::/48",
+            "3fff::/20",
+            "5f00::/16",
+            "fc00::/7",
+            "fe80::/10",
+            "ff00::/8",
+        ];
+        for block in IANA {
+            let net: ipnet::IpNet = block.parse().unwrap();
+            for ip in [net.network(), net.broadcast()] {
+                assert!(!address_is_public(ip), "{ip} (in {block}) must be refused");
+            }
+        }
+        // IPv4 inside IPv6: private stays private, public stays public.
+        for (wrapped, public) in [
+            ("::ffff:10.0.0.1", false),
+            ("::ffff:8.8.8.8", true),
+            ("64:ff9b::8.8.8.8", true),
+            ("64:ff9b::192.168.0.1", false),
+            ("2002:0808:0808::1", true),
+            ("2002:c0a8:0001::1", false),
+            ("2002:c058:6301::1", false),
+            // Local-use NAT64: public only when every RFC 6052 reading is.
+            ("64:ff9b:1:808:8:808:808:808", true),
+            ("64:ff9b:1:a00:1::808:808", false),
+            ("64:ff9b:1::7f00:1", false),
+        ] {
+            let ip: IpAddr = wrapped.parse().unwrap();
+            assert_eq!(address_is_public(ip), public, "{wrapped}");
+        }
+        // Just outside some blocks: ordinary global addresses.
+        for ok in [
+            "100.63.255.255",
+            "100.128.0.0",
+            "172.32.0.0",
+            "192.0.1.1",
+            "192.88.100.1",
+            "198.20.0.1",
+            "223.255.255.254",
+            "2001:200::1",
+            "2001:4860:4860::8888",
+            "2620:4f:8001::1",
+            "3fff:1000::1",
+            "2a00:1450::1",
+        ] {
+            assert!(address_is_public(ok.parse().unwrap()), "{ok} is public");
+        }
+        // Not global unicast (outside 2000::/3), though in no block above.
+        for bad in ["4000::1", "::ffff:0:808:808", "64:ff9b:0:1::1"] {
+            assert!(!address_is_public(bad.parse().unwrap()), "{bad}");
+        }
     }
 
     #[test]

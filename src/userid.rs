@@ -141,7 +141,7 @@ impl UserIdPolicy {
         if keys.is_empty() && sources.iter().any(|s| matches!(s, UserIdSource::Jwt(_))) {
             return Err((
                 "IMAGE_USER_ID_FROM",
-                "a jwt: source needs JWT_SECRET, JWT_PUBLIC_KEY or JWT_JWKS_PATH".into(),
+                "a jwt: source needs PERMAPROXY_JWT_SECRET (or JWT_SECRET), JWT_PUBLIC_KEY or JWT_JWKS_PATH".into(),
             ));
         }
         Ok(UserIdPolicy {

@@ -407,7 +407,7 @@ def measure_table(args, db, size_name, binary, tmpdir, pg, gen, wrk):
     if db == "sqlite":
         cell["db_mb"] = os.path.getsize(target) / 1048576.0
     else:
-        cell["db_mb"] = float(pg.psql(db_url, "SELECT pg_total_relation_size('hosted_images')")) / 1048576.0
+        cell["db_mb"] = float(pg.psql(db_url, "SELECT pg_total_relation_size('permaproxy.hosted_images')")) / 1048576.0
     keys_file = os.path.join(storage, "bench-keys.txt")
     with open(keys_file) as f:
         keys = [k for k in f.read().split() if k]

@@ -125,9 +125,11 @@ def seed_sqlite(path, rows, files, png, now_ms):
 
 
 def psql(url, *args, stdin=None):
+    # permaproxy's tables live in their own schema on Postgres (issue 20).
+    env = dict(os.environ, PGOPTIONS="-c search_path=permaproxy")
     return subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, *args],
                           input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          check=True)
+                          check=True, env=env)
 
 
 def seed_postgres(url, rows, files, png, now_ms):

@@ -49,11 +49,15 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-/// Constant-time equality of two strings (their lengths may leak; the
-/// MACs and the token compared here have fixed or secret-independent
-/// lengths as far as an attacker can choose).
+/// Equality of a secret and a guess that leaks neither the secret's
+/// length nor where they differ: both sides are MACed under a key drawn at
+/// start, and the fixed-length MACs are compared in constant time. A plain
+/// `ct_eq` returns at once on a length mismatch, which tells a guesser the
+/// token's length.
 pub fn same(a: &str, b: &str) -> bool {
-    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(rand::random);
+    bool::from(hmac(key, &[a.as_bytes()]).ct_eq(&hmac(key, &[b.as_bytes()])))
 }
 
 impl Keys {

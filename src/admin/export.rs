@@ -49,6 +49,9 @@ pub async fn export(
     parts: http::request::Parts,
 ) -> Response {
     let headers = &parts.headers;
+    if let Some(e) = ctx.throttled(parts.extensions.get()) {
+        return ApiFail(e).into_response();
+    }
     if let Err(e) = auth::check_bearer(ctx.keys.as_ref(), bearer_of(headers)) {
         if matches!(e, ApiError::AdminDisabled) || ui::session_of(&ctx, headers).is_none() {
             return ApiFail(ctx.refusal(parts.extensions.get(), e)).into_response();

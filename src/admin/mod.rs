@@ -83,8 +83,9 @@ impl Ctx {
     }
 
     /// What to answer a wrong token from `peer` with: `e`, until the
-    /// client has spent its tries, then 429. Right tokens are never
-    /// counted, so someone guessing cannot lock the operator out.
+    /// client has spent its tries, then 429 (and [`Ctx::throttled`]
+    /// refuses it outright until a try comes back). Right tokens are never
+    /// counted.
     pub fn refusal(&self, peer: Option<&listener::Peer>, e: ApiError) -> ApiError {
         if !matches!(e, ApiError::Unauthorized) {
             return e;
@@ -101,8 +102,26 @@ impl Ctx {
         }
     }
 
+    /// `429` for a client that has spent its wrong tokens, whatever it
+    /// sends now, the right token included. Were the right token let
+    /// through, a guesser would still learn which guess was right at full
+    /// speed (429 for wrong, 200 for right); refused outright, it gets one
+    /// answer per refill (5 s). The operator on the same address waits at
+    /// most that long, and a 32-character token makes guessing hopeless
+    /// anyway. `None` while the client may try.
+    pub fn throttled(&self, peer: Option<&listener::Peer>) -> Option<ApiError> {
+        // No token configured: every route answers 403 anyway.
+        self.keys.as_ref()?;
+        let retry_after_secs = self.wrong_tokens.peek(peer?.0).err()?;
+        tracing::warn!(client = %peer?.0, "admin: refused while throttled for wrong tokens");
+        Some(ApiError::RateLimited { retry_after_secs })
+    }
+
     /// The bearer check of every `/admin/` API route, throttled.
     pub fn check_bearer(&self, req: &http::request::Parts) -> Result<(), ApiError> {
+        if let Some(e) = self.throttled(req.extensions.get()) {
+            return Err(e);
+        }
         let header = req
             .headers
             .get(http::header::AUTHORIZATION)

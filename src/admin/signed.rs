@@ -23,8 +23,7 @@ use crate::config::SigningMode;
 use crate::error::ApiError;
 use crate::variants::VariantSpec;
 
-/// Ten years: longer is no expiry in practice, and mint `ttl=0` for that.
-const MAX_TTL_SECS: u64 = 10 * 365 * 86_400;
+use crate::signing::MAX_TTL_SECS;
 
 type ApiResult = Result<axum::response::Response, ApiFail>;
 

@@ -145,9 +145,12 @@ async fn login(
     Form(form): Form<LoginForm>,
 ) -> Result<Response, UiFail> {
     let keys = keys(&ctx)?;
+    let peer = peer.map(|Extension(p)| p);
+    if let Some(e) = ctx.throttled(peer.as_ref()) {
+        return Err(UiFail::Api(e));
+    }
     if !keys.token_ok(&form.token) {
         tracing::warn!("admin login refused: wrong token");
-        let peer = peer.map(|Extension(p)| p);
         if let e @ ApiError::RateLimited { .. } = ctx.refusal(peer.as_ref(), ApiError::Unauthorized)
         {
             return Err(UiFail::Api(e));

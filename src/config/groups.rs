@@ -105,7 +105,8 @@ pub struct RateConfig {
     pub per_sec: f64,
     pub burst: f64,
     pub v6_prefix: u8,
-    pub trust_forwarded_for: bool,
+    /// `TRUSTED_PROXIES`, else `TRUST_FORWARDED_FOR`.
+    pub forwarded: crate::forwarded::ForwardedFor,
 }
 
 /// Retention, the per-user limit, the disk cap, and how long failures are
@@ -145,11 +146,15 @@ pub struct StorageConfig {
     pub cache_revalidate: Duration,
 }
 
-/// Where metadata lives.
+/// Where metadata lives (built in `namespace.rs`).
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
     pub url: String,
     pub max_connections: u32,
+    /// The setting `url` came from, for errors and `check-config`.
+    pub url_from: &'static str,
+    /// Postgres: the schema permaproxy's tables live in.
+    pub schema: String,
 }
 
 pub(super) fn rewrite(raw: &Raw) -> Result<RewriteConfig, ConfigError> {
@@ -220,7 +225,18 @@ pub(super) fn serve_rate(raw: &Raw) -> Result<RateConfig, ConfigError> {
         per_sec: raw.positive_f64("IMAGE_DOWNLOAD_RATE_PER_SEC")?,
         burst: raw.positive_f64("IMAGE_DOWNLOAD_BURST")?,
         v6_prefix,
-        trust_forwarded_for: raw.bool("TRUST_FORWARDED_FOR")?,
+        forwarded: forwarded_policy(raw)?,
+    })
+}
+
+fn forwarded_policy(raw: &Raw) -> Result<crate::forwarded::ForwardedFor, ConfigError> {
+    use crate::forwarded::{parse_trusted, ForwardedFor};
+    let nets = parse_trusted(raw.get("TRUSTED_PROXIES"))
+        .map_err(|m| ConfigError::new("TRUSTED_PROXIES", m))?;
+    Ok(match (nets.is_empty(), raw.bool("TRUST_FORWARDED_FOR")?) {
+        (false, _) => ForwardedFor::TrustedProxies(nets),
+        (true, true) => ForwardedFor::Leftmost,
+        (true, false) => ForwardedFor::Ignore,
     })
 }
 
@@ -295,28 +311,6 @@ fn s3(raw: &Raw) -> Result<S3Config, ConfigError> {
     })
 }
 
-/// `DATABASE_URL`, or an SQLite file inside the storage folder.
-pub(super) fn database(raw: &Raw, storage: &StorageConfig) -> Result<DatabaseConfig, ConfigError> {
-    let name = "DATABASE_URL";
-    let url = match raw.get(name) {
-        "" => format!("sqlite://{}", storage.path.join("permaproxy.db").display()),
-        v if crate::repo::Dialect::from_url(v).is_some() => v.to_string(),
-        v => {
-            return Err(ConfigError::new(
-                name,
-                format!(
-                    "{:?} is neither sqlite://PATH nor postgres://…",
-                    crate::config::redact_url(v)
-                ),
-            ))
-        }
-    };
-    Ok(DatabaseConfig {
-        url,
-        max_connections: raw.positive::<u32>("DATABASE_MAX_CONNECTIONS")?,
-    })
-}
-
 pub(super) fn webhook(raw: &Raw) -> Result<WebhookConfig, ConfigError> {
     let secret = match raw.optional("REPLICATE_WEBHOOK_SECRET") {
         None => None,
@@ -388,6 +382,15 @@ pub(super) fn signing(raw: &Raw) -> Result<SigningConfig, ConfigError> {
         signer: signer.filter(|_| mode != SigningMode::Off),
         ttl: match raw.parse::<u64>("IMAGE_URL_TTL_SECS")? {
             0 => None,
+            n if n > crate::signing::MAX_TTL_SECS => {
+                return Err(ConfigError::new(
+                    "IMAGE_URL_TTL_SECS",
+                    format!(
+                        "{n} is more than ten years ({} seconds); use 0 for URLs that never expire",
+                        crate::signing::MAX_TTL_SECS
+                    ),
+                ))
+            }
             n => Some(Duration::from_secs(n)),
         },
         resign_paths: parse::path_patterns("IMAGE_RESIGN_PATHS", raw.get("IMAGE_RESIGN_PATHS"))?,

@@ -4,6 +4,7 @@
 
 mod cdn;
 mod groups;
+mod namespace;
 mod parse;
 pub mod settings;
 
@@ -116,7 +117,7 @@ impl Config {
         let metrics_addr = raw.get("METRICS_ADDR").to_string();
         parse::socket_addr("METRICS_ADDR", &metrics_addr)?;
         let storage = groups::storage(&raw)?;
-        let database = groups::database(&raw, &storage)?;
+        let database = namespace::database(&raw, &storage)?;
         let cfg = Config {
             upstream,
             upstream_timeout: raw.millis("UPSTREAM_TIMEOUT_MS")?,
@@ -140,7 +141,7 @@ impl Config {
             lifecycle: groups::lifecycle(&raw)?,
             variants: groups::variants(&raw)?,
             cdn: cdn::cdn(&raw)?,
-            admin_token: raw.optional("ADMIN_TOKEN"),
+            admin_token: admin_token(&raw)?,
             log_format: match raw.get("LOG_FORMAT") {
                 "json" => LogFormat::Json,
                 "pretty" => LogFormat::Pretty,
@@ -168,12 +169,12 @@ impl Config {
     /// The effective configuration, one `NAME = "value"` line each, secrets
     /// redacted. This is valid TOML, so it can seed a config file.
     pub fn describe(&self) -> String {
-        let mut out = String::new();
+        let mut out = namespace::in_effect(&self.raw);
         for s in settings::SETTINGS {
             let value = self.raw.get(s.name).map(String::as_str).unwrap_or("");
             let shown = if s.secret && !value.is_empty() {
                 "<redacted>".to_string()
-            } else if s.name == "DATABASE_URL" {
+            } else if s.name.ends_with("DATABASE_URL") {
                 redact_url(value)
             } else if s.name == "IMAGE_USER_ID_FROM" {
                 // The list in effect, default included: what decides whose
@@ -261,6 +262,25 @@ fn parse_public_base(raw: &Raw) -> Result<Option<String>, ConfigError> {
     }
 }
 
+/// The admin token guards deleting any user's images: one short enough to
+/// guess (or to brute-force offline from a leaked session cookie) is
+/// refused at start.
+const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
+fn admin_token(raw: &Raw) -> Result<Option<String>, ConfigError> {
+    let token = raw.optional("ADMIN_TOKEN");
+    match &token {
+        Some(t) if t.chars().count() < MIN_ADMIN_TOKEN_CHARS => Err(ConfigError::new(
+            "ADMIN_TOKEN",
+            format!(
+                "is {} characters; it needs at least {MIN_ADMIN_TOKEN_CHARS} (e.g. `openssl rand -hex 32`)",
+                t.chars().count()
+            ),
+        )),
+        _ => Ok(token),
+    }
+}
+
 fn parse_user_id(raw: &Raw) -> Result<UserIdPolicy, ConfigError> {
     let header = raw.get("IMAGE_USER_ID_HEADER").to_ascii_lowercase();
     let list = match raw.get("IMAGE_USER_ID_FROM") {
@@ -270,7 +290,7 @@ fn parse_user_id(raw: &Raw) -> Result<UserIdPolicy, ConfigError> {
     let sources =
         UserIdSource::parse_list(&list).map_err(|m| ConfigError::new("IMAGE_USER_ID_FROM", m))?;
     let jwt = JwtSettings {
-        secret: raw.optional("JWT_SECRET"),
+        secret: namespace::jwt_secret(raw),
         public_key: raw.optional("JWT_PUBLIC_KEY"),
         jwks_path: raw.optional("JWT_JWKS_PATH"),
         audience: raw.optional("JWT_AUDIENCE"),

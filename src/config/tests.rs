@@ -80,9 +80,13 @@ fn fractional_age() {
 
 #[test]
 fn describe_redacts_secrets() {
-    let c = load(&[("ADMIN_TOKEN", "hunter2"), ("JWT_SECRET", "s3cret")]).unwrap();
+    let c = load(&[
+        ("ADMIN_TOKEN", "hunter2-hunter2-hunter2-hunter2-hunter2"),
+        ("JWT_SECRET", "s3cret"),
+    ])
+    .unwrap();
     let d = c.describe();
-    assert!(!d.contains("hunter2") && !d.contains("s3cret"));
+    assert!(!d.contains("hunter2-hunter2-hunter2-hunter2-hunter2") && !d.contains("s3cret"));
     assert!(d.contains("ADMIN_TOKEN = \"<redacted>\""));
 }
 
@@ -137,4 +141,83 @@ fn database_defaults_to_sqlite_in_the_storage_folder() {
     assert_eq!(e.setting, "IMAGE_PENDING_LEASE_SECS");
     let c = load(&[("IMAGE_FIRST_HIT_DEADLINE_SECS", "0")]).unwrap();
     assert_eq!(c.persist.first_hit_deadline, None);
+}
+
+/// Finding 8 (issue 20): Studio API's framework reads DATABASE_URL and
+/// JWT_SECRET too; the PERMAPROXY_ names win, and check-config says which.
+#[test]
+fn finding_08_permaproxy_names_win() {
+    let c = load(&[
+        ("DATABASE_URL", "postgres://studio:pw@db/studio"),
+        ("PERMAPROXY_DATABASE_URL", "postgres://pp:pw@db/pp"),
+        ("JWT_SECRET", "studio-secret"),
+        ("PERMAPROXY_JWT_SECRET", "pp-secret"),
+    ])
+    .unwrap();
+    assert_eq!(c.database.url, "postgres://pp:pw@db/pp");
+    assert_eq!(c.database.url_from, "PERMAPROXY_DATABASE_URL");
+    assert_eq!(c.database.schema, "permaproxy");
+    let d = c.describe();
+    assert!(d.contains("# database: PERMAPROXY_DATABASE_URL is in effect (DATABASE_URL is set too, and ignored)"), "{d}");
+    assert!(
+        d.contains("# JWT secret: PERMAPROXY_JWT_SECRET is in effect"),
+        "{d}"
+    );
+    assert!(!d.contains("pp-secret") && !d.contains(":pw@"), "{d}");
+    let c = load(&[
+        ("DATABASE_URL", "postgres://studio@db/s"),
+        ("JWT_SECRET", "x"),
+    ])
+    .unwrap();
+    assert_eq!(c.database.url_from, "DATABASE_URL");
+    assert!(c
+        .describe()
+        .contains("# JWT secret: JWT_SECRET is in effect\n"));
+    let e = load(&[("PERMAPROXY_DATABASE_URL", "mysql://x")]).unwrap_err();
+    assert_eq!(e.setting, "PERMAPROXY_DATABASE_URL");
+    let e = load(&[("PERMAPROXY_DB_SCHEMA", "Bad-Name")]).unwrap_err();
+    assert_eq!(e.setting, "PERMAPROXY_DB_SCHEMA");
+}
+
+/// Finding 9 (issue 20): an 11-character admin token and a TTL that wraps
+/// around were accepted.
+#[test]
+fn finding_09_short_token_and_huge_ttl_are_refused() {
+    let e = load(&[("ADMIN_TOKEN", "hunter2-abc")]).unwrap_err();
+    assert_eq!(e.setting, "ADMIN_TOKEN");
+    assert!(e.to_string().contains("32"), "{e}");
+    assert!(
+        !e.to_string().contains("hunter2"),
+        "the token is not echoed: {e}"
+    );
+    assert!(load(&[("ADMIN_TOKEN", &"x".repeat(32))]).is_ok());
+    for ttl in ["18446744073709551615", "315360001"] {
+        let e = load(&[("IMAGE_URL_TTL_SECS", ttl)]).unwrap_err();
+        assert_eq!(e.setting, "IMAGE_URL_TTL_SECS", "{ttl}");
+    }
+    let c = load(&[("IMAGE_URL_TTL_SECS", "315360000")]).unwrap();
+    assert_eq!(
+        c.signing.ttl,
+        Some(std::time::Duration::from_secs(315_360_000))
+    );
+}
+
+/// Finding 10 (issue 20): outputs on delivery.replicate.com were never
+/// hosted by default.
+#[test]
+fn finding_10_default_hosts_cover_delivery_replicate_com() {
+    let c = load(&[]).unwrap();
+    for url in [
+        "https://delivery.replicate.com/xezq/abc/out-0.webp",
+        "https://replicate.delivery/pbxt/abc/out-0.png",
+        "https://tjzk.replicate.delivery/abc/out-0.png",
+    ] {
+        assert!(c.rewrite.sources.classify(url).is_some(), "{url}");
+    }
+    for url in [
+        "https://x.delivery.replicate.com/a.png",
+        "https://replicate.com/a.png",
+    ] {
+        assert!(c.rewrite.sources.classify(url).is_none(), "{url}");
+    }
 }

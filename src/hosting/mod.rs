@@ -234,12 +234,14 @@ pub async fn open_repo(cfg: &Config) -> Result<Arc<dyn Repo>, String> {
             cfg.storage.path.display()
         )
     })?;
-    let repo = SqlRepo::connect(&cfg.database.url, cfg.database.max_connections)
+    let db = &cfg.database;
+    let repo = SqlRepo::connect_in(&db.url, db.max_connections, &db.schema)
         .await
         .map_err(|e| {
             format!(
-                "DATABASE_URL ({}): {e}",
-                crate::config::redact_url(&cfg.database.url)
+                "{} ({}): {e}",
+                db.url_from,
+                crate::config::redact_url(&db.url)
             )
         })?;
     Ok(Arc::new(repo.with_cdn_purge(cfg.cdn.purging())))

@@ -132,13 +132,14 @@ fn check_rate(app: &App, session: &Session) -> Result<(), ApiError> {
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip());
-    let xff = session
+    let xff: Vec<&str> = session
         .req_header()
         .headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok());
-    let Some(ip) = crate::limits::client_ip(socket, xff, app.cfg.serve_rate.trust_forwarded_for)
-    else {
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let Some(ip) = crate::forwarded::client_ip(socket, &xff, &app.cfg.serve_rate.forwarded) else {
         return Ok(());
     };
     app.limiter.check(ip).map_err(|retry_after_secs| {

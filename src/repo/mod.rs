@@ -15,6 +15,7 @@ mod leases;
 mod purges;
 mod queries;
 mod row;
+pub mod schema;
 mod sql;
 mod variants;
 mod views;

@@ -2,6 +2,7 @@
 //! driver. Connecting runs the versioned migrations embedded in the binary.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -39,18 +40,24 @@ const SQLITE_PRAGMAS: &[&str] = &[
     "PRAGMA busy_timeout = 10000",
 ];
 
-fn pool_options(dialect: Dialect, max: u32) -> AnyPoolOptions {
+/// `schema`: Postgres only, the schema every connection searches.
+fn pool_options(dialect: Dialect, max: u32, schema: Option<Arc<str>>) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(max)
         // A database that cannot be reached must fail requests fast:
         // callers fall back (original URLs, memory cache, 503).
         .acquire_timeout(Duration::from_secs(5))
         .after_connect(move |conn, _meta| {
+            let schema = schema.clone();
             Box::pin(async move {
                 if dialect == Dialect::Sqlite {
                     for pragma in SQLITE_PRAGMAS {
                         conn.execute(*pragma).await?;
                     }
+                }
+                if let Some(schema) = schema {
+                    conn.execute(super::schema::set_search_path(&schema).as_str())
+                        .await?;
                 }
                 Ok(())
             })
@@ -59,8 +66,20 @@ fn pool_options(dialect: Dialect, max: u32) -> AnyPoolOptions {
 
 impl SqlRepo {
     /// Connects, creating an SQLite file if needed, and runs pending
-    /// migrations. `max_connections` sizes the Postgres pool.
+    /// migrations. `max_connections` sizes the Postgres pool. On Postgres
+    /// the tables live in the default schema (see [`SqlRepo::connect_in`]).
     pub async fn connect(url: &str, max_connections: u32) -> Result<SqlRepo, RepoError> {
+        SqlRepo::connect_in(url, max_connections, super::schema::DEFAULT).await
+    }
+
+    /// [`SqlRepo::connect`] with permaproxy's Postgres tables in `schema`
+    /// (created when missing; an earlier release's tables in `public` are
+    /// moved there). SQLite ignores it.
+    pub async fn connect_in(
+        url: &str,
+        max_connections: u32,
+        schema: &str,
+    ) -> Result<SqlRepo, RepoError> {
         sqlx::any::install_default_drivers();
         let dialect = Dialect::from_url(url).ok_or_else(|| {
             RepoError::Corrupt(format!("{url:?} is neither sqlite: nor postgres://"))
@@ -71,11 +90,15 @@ impl SqlRepo {
                 let opts: AnyConnectOptions = url.parse()?;
                 // An in-memory database lives in one connection.
                 let readers = if memory { 1 } else { 4 };
-                let write = pool_options(dialect, 1).connect_with(opts.clone()).await?;
+                let write = pool_options(dialect, 1, None)
+                    .connect_with(opts.clone())
+                    .await?;
                 let read = if memory {
                     write.clone()
                 } else {
-                    pool_options(dialect, readers).connect_with(opts).await?
+                    pool_options(dialect, readers, None)
+                        .connect_with(opts)
+                        .await?
                 };
                 SqlRepo {
                     dialect,
@@ -86,9 +109,10 @@ impl SqlRepo {
             }
             Dialect::Postgres => {
                 let opts: AnyConnectOptions = url.parse()?;
-                let pool = pool_options(dialect, max_connections.max(2))
+                let pool = pool_options(dialect, max_connections.max(2), Some(schema.into()))
                     .connect_with(opts)
                     .await?;
+                super::schema::prepare(&pool, schema, &MIGRATOR).await?;
                 SqlRepo {
                     dialect,
                     read: pool.clone(),

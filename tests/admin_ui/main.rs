@@ -21,7 +21,7 @@ mod thumbs;
 use common::*;
 use serde_json::{json, Value};
 
-pub const TOKEN: &str = "ui-admin-token-0123456789";
+pub const TOKEN: &str = "ui-admin-token-0123456789-padded-to-32-chars";
 pub const HOSTILE: &str = "<img src=x onerror=alert(1)>";
 
 /// File host + Studio API + a proxy with `ADMIN_TOKEN` = [`TOKEN`] and
@@ -203,7 +203,7 @@ pub async fn db_execute(p: &Proxy, sql: &str, binds: &[&str]) {
     let url = if url.starts_with("sqlite:") {
         format!("{url}?mode=rw")
     } else {
-        url.to_string()
+        common::db::in_schema(url)
     };
     let pool = sqlx::AnyPool::connect(&url)
         .await

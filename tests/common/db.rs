@@ -28,6 +28,16 @@ pub async fn fresh_postgres(url: &str) -> String {
     format!("{base}/{name}")
 }
 
+/// A URL that reaches the proxy's tables: on Postgres they live in the
+/// `permaproxy` schema (issue 20), so the connection searches it.
+pub fn in_schema(url: &str) -> String {
+    if url.starts_with("sqlite:") {
+        return url.to_string();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options[search_path]=permaproxy")
+}
+
 /// The embedded database's URL for a storage folder.
 pub fn sqlite_url(storage: &std::path::Path) -> String {
     format!("sqlite://{}", storage.join("permaproxy.db").display())
@@ -44,7 +54,7 @@ impl Db {
         let url = if url.starts_with("sqlite:") {
             format!("{url}?mode=rw")
         } else {
-            url.to_string()
+            in_schema(url)
         };
         let pool = sqlx::any::AnyPoolOptions::new()
             .max_connections(1)

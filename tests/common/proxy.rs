@@ -20,6 +20,7 @@ const CONTROLLED_PREFIXES: &[&str] = &[
     "IMAGE_",
     "REPLICATE_HOSTS",
     "TRUST_FORWARDED_FOR",
+    "TRUSTED_PROXIES",
     "ADMIN_TOKEN",
     "LOG_FORMAT",
     "RUST_LOG",

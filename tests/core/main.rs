@@ -5,7 +5,9 @@
 //! - `passthrough`: fidelity of forwarded traffic, 502 on a dead upstream;
 //! - `rewrite`: which URLs are rewritten and which are left alone;
 //! - `serving`: persisted images, conditional/range requests, 404/400 cases;
-//! - `config`: user ids, base URL, hosting off, bad settings, signals, admin.
+//! - `config`: user ids, base URL, hosting off, bad settings, signals, admin;
+//! - `safe_config`: issue 20's shared setting names, start-time refusals,
+//!   the admin throttle and the default source hosts.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -13,6 +15,7 @@ mod common;
 mod config;
 mod passthrough;
 mod rewrite;
+mod safe_config;
 mod serving;
 
 pub use common::stands::{generate, stands};

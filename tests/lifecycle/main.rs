@@ -8,6 +8,7 @@
 //! - `admin`: deletes (cached, by user), auth, listing, stats, metadata;
 //! - `persistence`: restarts, a lost database and `reindex`, `permaproxy cleanup [--dry-run]`;
 //! - `upgrade`: the first start on a store the previous release wrote;
+//! - `namespace`: a Postgres database shared with Studio API;
 //! - `purge`: CDN cache tags and purges, against stand-ins of each provider;
 //! - `safe_defaults`: claimed ids never evict, and the disk bound holds as images are stored.
 
@@ -15,6 +16,7 @@
 mod common;
 
 mod admin;
+mod namespace;
 mod persistence;
 mod purge;
 mod rules;
@@ -25,7 +27,7 @@ use common::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
-pub const TOKEN: &str = "s3cret-admin-token";
+pub const TOKEN: &str = "s3cret-admin-token-padded-to-32-chars";
 
 /// File host + Studio API + a proxy with `ADMIN_TOKEN` = [`TOKEN`] and
 /// `extra` settings on top (an empty value removes a setting).

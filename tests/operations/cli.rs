@@ -30,7 +30,7 @@ async fn help_lists_every_setting_and_subcommand() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_config_prints_the_effective_config_without_secrets() {
     let secrets = [
-        ("ADMIN_TOKEN", "topsecret"),
+        ("ADMIN_TOKEN", "topsecret-admin-token-for-check-config"),
         ("JWT_SECRET", "jwt-secret-value-42"),
         ("AWS_SECRET_ACCESS_KEY", "aws-secret-value-43"),
     ];
@@ -77,7 +77,10 @@ async fn check_config_rejects_a_bad_setting_naming_it() {
     ] {
         let (code, stdout, stderr) = Proxy::run(
             &["check-config"],
-            &[(name, value), ("ADMIN_TOKEN", "topsecret")],
+            &[
+                (name, value),
+                ("ADMIN_TOKEN", "topsecret-admin-token-for-check-config"),
+            ],
             secs(10),
         )
         .await;
@@ -86,6 +89,9 @@ async fn check_config_rejects_a_bad_setting_naming_it() {
             stderr.contains(name),
             "{name}={value}: the error must name the setting:\n{stderr}"
         );
-        assert!(!stdout.contains("topsecret") && !stderr.contains("topsecret"));
+        assert!(
+            !stdout.contains("topsecret-admin-token-for-check-config")
+                && !stderr.contains("topsecret-admin-token-for-check-config")
+        );
     }
 }

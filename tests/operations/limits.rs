@@ -229,3 +229,58 @@ async fn finding_08_ipv6_rotation_within_a_64_shares_one_bucket() {
     let r = get(&s.proxy, &h.path, &[("x-forwarded-for", "2001:db8:0:8::1")]).await;
     assert_ok_bytes(&r, fixtures::PNG, "another /64");
 }
+
+/// Finding 11 (issue 20): with TRUST_FORWARDED_FOR the leftmost entry,
+/// which the client writes, named the client, so rotating it escaped the
+/// limit. With TRUSTED_PROXIES (here the socket peer, 127.0.0.1, plays the
+/// edge) the client is the rightmost entry that is not a trusted proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_11_rotating_the_leftmost_entry_does_not_escape_the_limit() {
+    let s = stands(&[
+        ("IMAGE_DOWNLOAD_RATE_PER_SEC", "0.05"),
+        ("IMAGE_DOWNLOAD_BURST", "3"),
+        ("TRUSTED_PROXIES", "127.0.0.1/32, 10.0.0.0/8"),
+    ])
+    .await;
+    let h = store_png(&s, "/pbxt/xffr/out-0.png", fixtures::PNG).await;
+    // One client (198.51.100.7, appended by the edge) behind made-up
+    // entries that change on every request, through a trusted inner hop.
+    for i in 0..3 {
+        let xff = format!("203.0.113.{i}, 198.51.100.7, 10.0.0.4");
+        let r = get(&s.proxy, &h.path, &[("x-forwarded-for", &xff)]).await;
+        assert_ok_bytes(&r, fixtures::PNG, &format!("GET {i} as {xff}"));
+    }
+    for xff in [
+        "203.0.113.99, 198.51.100.7",
+        "1.1.1.1, 2.2.2.2, 198.51.100.7, 10.9.9.9",
+    ] {
+        let r = get(&s.proxy, &h.path, &[("x-forwarded-for", xff)]).await;
+        assert_rate_limited(&r, 20, &format!("rotated leftmost entries: {xff}"));
+    }
+    // Another client behind the same edge has its own bucket.
+    let r = get(
+        &s.proxy,
+        &h.path,
+        &[("x-forwarded-for", "203.0.113.99, 198.51.100.8")],
+    )
+    .await;
+    assert_ok_bytes(&r, fixtures::PNG, "another client");
+    assert_eq!(s.proxy.metric("permaproxy_rate_limited_total").await, 2.0);
+}
+
+/// Finding 11: TRUST_FORWARDED_FOR=true alone keeps its meaning, and the
+/// start says what that risks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_11_trust_forwarded_for_alone_warns_at_start() {
+    let s = stands(&[("TRUST_FORWARDED_FOR", "true")]).await;
+    let log = s.proxy.log_text();
+    assert!(
+        log.lines().any(
+            |l| l.contains("TRUST_FORWARDED_FOR=true without TRUSTED_PROXIES")
+                && l.contains("rotate")
+        ),
+        "no warning naming the risk:\n{log}"
+    );
+    let s = stands(&[("TRUSTED_PROXIES", "private")]).await;
+    assert!(!s.proxy.log_text().contains("without TRUSTED_PROXIES"));
+}

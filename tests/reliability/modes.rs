@@ -7,7 +7,7 @@ use std::time::Duration;
 
 const PENDING_TIER: &str = r#"permaproxy_hosted_requests_total{tier="pending"}"#;
 const HOSTED_REQUESTS: &str = "permaproxy_hosted_requests_total";
-const TOKEN: &str = "reliability-admin-token";
+const TOKEN: &str = "reliability-admin-token-padded-to-32-chars";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_answers_at_once_and_stores_without_any_request() {

@@ -270,3 +270,29 @@ async fn finding_11_an_exact_entry_pins_its_port() {
     assert_logged(&proxy.log_text(), &other_port, "forbidden addresses");
     assert_eq!(inner.total_hits(), 0, "never connected to the other port");
 }
+
+/// Finding 12 (issue 20): special-purpose blocks outside the usual
+/// private ranges (the 6to4 relay anycast 192.88.99.0/24, AS112's
+/// 192.31.196.0/24) counted as public, and a download connected to them.
+/// IP literals matched by a wildcard entry are now refused before any
+/// connection (the full IANA table is a unit test in src/sources.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_12_special_purpose_literals_are_refused() {
+    let host = FileHost::start().await;
+    let api = StudioApi::start().await;
+    let port = host.addr().rsplit_once(':').unwrap().1.to_string();
+    let opts = ProxyOptions::for_stands(&api, &host)
+        .env(
+            "REPLICATE_HOSTS",
+            &format!("{},*.99.1:{port},*.196.1:{port}", host.addr()),
+        )
+        // Were a connection tried, it should fail fast, not retry.
+        .env("IMAGE_DOWNLOAD_RETRIES", "0")
+        .env("IMAGE_DOWNLOAD_CONNECT_TIMEOUT_MS", "1000");
+    let proxy = Proxy::start(opts).await;
+    let s = Stands { host, api, proxy };
+    for literal in ["192.88.99.1", "192.31.196.1"] {
+        let src = format!("http://{literal}:{port}/out-0.png");
+        assert_refused(&s, &src, literal, "not listed exactly").await;
+    }
+}

@@ -29,7 +29,7 @@ use garage::Garage;
 use serde_json::json;
 
 pub const GEN: &str = "/v1/images/generate";
-pub const TOKEN: &str = "scale-out-admin-token";
+pub const TOKEN: &str = "scale-out-admin-token-padded-to-32-chars";
 pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// Larger than the 8 MiB multipart threshold of the S3 store.
 pub const MULTIPART_SIZE: usize = 9 << 20;

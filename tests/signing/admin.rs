@@ -3,7 +3,7 @@
 
 use super::*;
 
-const TOKEN: &str = "signing-admin-token-0123456789";
+const TOKEN: &str = "signing-admin-token-0123456789-padded-to-32-chars";
 
 async fn admin(p: &Proxy, method: reqwest::Method, path: &str) -> Reply {
     admin_call(p, TOKEN, method, path).await

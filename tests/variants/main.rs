@@ -29,7 +29,7 @@ use common::stands::generate;
 use common::*;
 use serde_json::json;
 
-pub const TOKEN: &str = "variants-admin-token";
+pub const TOKEN: &str = "variants-admin-token-padded-to-32-chars";
 pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
 /// A real photograph, 451x300 (scikit-image's `chelsea`, CC0).
