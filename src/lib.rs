@@ -27,6 +27,7 @@ pub mod error;
 pub mod fetch;
 pub mod hosting;
 pub mod ids;
+pub mod ignored_params;
 pub mod image_format;
 pub mod lifecycle;
 pub mod limits;
