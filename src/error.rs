@@ -195,12 +195,7 @@ pub fn json_error(code: &str, message: &str) -> Bytes {
     error_body(code, message, None, None)
 }
 
-fn error_body(
-    code: &str,
-    message: &str,
-    parameter: Option<&str>,
-    reason: Option<&str>,
-) -> Bytes {
+fn error_body(code: &str, message: &str, parameter: Option<&str>, reason: Option<&str>) -> Bytes {
     let body = ErrorBody {
         error: message.to_string(),
         code,
@@ -243,7 +238,10 @@ mod tests {
         let gone = ApiError::ImageGone(crate::repo::GoneReason::UserLimit);
         let v: serde_json::Value = serde_json::from_slice(&gone.body()).unwrap();
         assert!(v.get("parameter").is_none(), "only variant errors carry it");
-        assert_eq!((gone.status(), &v["reason"]), (410, &serde_json::json!("user_limit")));
+        assert_eq!(
+            (gone.status(), &v["reason"]),
+            (410, &serde_json::json!("user_limit"))
+        );
         let busy = ApiError::TranscodeBusy {
             retry_after_secs: 1,
         };

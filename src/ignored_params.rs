@@ -78,10 +78,24 @@ mod tests {
         let p = default();
         let strip = |q: &str| p.strip(Some(q)).map(|c| c.into_owned());
         assert_eq!(strip("utm_source=x&v=2"), None);
-        assert_eq!(strip("w=256&utm_medium=a&format=webp&_=17"), Some("w=256&format=webp".into()));
-        assert_eq!(strip("exp=9&sig=abc&fbclid=z"), Some("exp=9&sig=abc".into()));
-        assert_eq!(strip("width=256&gclid=1"), Some("width=256".into()), "a misspelt parameter stays, for its 400");
-        assert_eq!(strip("utm%5Fsource=1&w=64"), Some("w=64".into()), "names are decoded");
+        assert_eq!(
+            strip("w=256&utm_medium=a&format=webp&_=17"),
+            Some("w=256&format=webp".into())
+        );
+        assert_eq!(
+            strip("exp=9&sig=abc&fbclid=z"),
+            Some("exp=9&sig=abc".into())
+        );
+        assert_eq!(
+            strip("width=256&gclid=1"),
+            Some("width=256".into()),
+            "a misspelt parameter stays, for its 400"
+        );
+        assert_eq!(
+            strip("utm%5Fsource=1&w=64"),
+            Some("w=64".into()),
+            "names are decoded"
+        );
         assert_eq!(strip("version=3"), Some("version=3".into()), "v is exact");
         assert!(matches!(p.strip(Some("w=64")), Some(Cow::Borrowed("w=64"))));
         assert_eq!(p.strip(None), None);
@@ -93,6 +107,9 @@ mod tests {
         for bad in ["sig", "w", "e*", "*", "form*"] {
             assert!(IgnoredParams::parse(bad).is_err(), "{bad}");
         }
-        assert!(IgnoredParams::parse("").unwrap().strip(Some("v=1")).is_some());
+        assert!(IgnoredParams::parse("")
+            .unwrap()
+            .strip(Some("v=1"))
+            .is_some());
     }
 }

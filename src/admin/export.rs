@@ -202,7 +202,11 @@ struct Manifest {
 
 impl Manifest {
     fn push(&mut self, entry: &serde_json::Value) -> std::io::Result<()> {
-        let sep: &[u8] = if self.count == 0 { b"\n    " } else { b",\n    " };
+        let sep: &[u8] = if self.count == 0 {
+            b"\n    "
+        } else {
+            b",\n    "
+        };
         self.spool.write_all(sep)?;
         serde_json::to_writer(&mut self.spool, entry)?;
         self.count += 1;

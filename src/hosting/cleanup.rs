@@ -113,7 +113,12 @@ pub async fn run_cleanup(
     for chunk in plan.chunks(200) {
         // One delete per reason, so each tombstone says why its image went.
         let mut gone = Vec::new();
-        for reason in [Reason::Expired, Reason::UserLimit, Reason::StorageCap, Reason::MinFree] {
+        for reason in [
+            Reason::Expired,
+            Reason::UserLimit,
+            Reason::StorageCap,
+            Reason::MinFree,
+        ] {
             let keys: Vec<ImageKey> = chunk
                 .iter()
                 .filter(|(_, why)| *why == reason)

@@ -161,7 +161,11 @@ impl Hosting {
         if meta.source_url.is_none() {
             return false;
         }
-        match self.repo.requeue_lost(&meta.key, &meta.sha256, now_ms()).await {
+        match self
+            .repo
+            .requeue_lost(&meta.key, &meta.sha256, now_ms())
+            .await
+        {
             Ok(requeued) => requeued,
             Err(e) => {
                 tracing::warn!(image = %meta.key, error = %e, "could not requeue a lost image");

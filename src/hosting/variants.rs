@@ -251,7 +251,9 @@ impl Hosting {
         let vkey = name.rsplit_once('-').map_or(&**name, |(k, _)| k);
         let now = crate::clock::now_ms();
         let mut hits = super::lock(&self.variants.hits);
-        let at = hits.entry((meta.key.clone(), vkey.to_string())).or_insert(0);
+        let at = hits
+            .entry((meta.key.clone(), vkey.to_string()))
+            .or_insert(0);
         *at = (*at).max(now);
     }
 

@@ -111,6 +111,9 @@ async fn serve_original(
             },
             Lookup::Fetched(meta) => ("pending", load(app, meta).await?),
             Lookup::Redirect(source) => return redirect(session, ctx, source).await,
+            // The fresh download of a lost object failed: its source is
+            // gone too, and this answer is the lost object's, a 404.
+            Lookup::Unavailable(_) if retried => return Err(ApiError::ImageNotFound),
             Lookup::Unavailable(reason) => return Err(ApiError::ImageUnavailable(reason)),
             Lookup::StoreDown(reason) => return Err(ApiError::StorageUnavailable(reason)),
             Lookup::Gone(reason) => return Err(ApiError::ImageGone(reason)),
@@ -301,7 +304,9 @@ async fn write_image(
             // Read-all checks the length against the row, so this holds;
             // a mismatch still must not panic on a request path.
             let Some(all) = slice(&img.bytes, start, len) else {
-                return Err(ApiError::Internal("cached bytes shorter than their row".into()));
+                return Err(ApiError::Internal(
+                    "cached bytes shorter than their row".into(),
+                ));
             };
             write_memory(session, resp, all).await
         }

@@ -6,8 +6,8 @@
 
 use crate::config::SigningConfig;
 use crate::ids::{parse_hosted_path, UserId, HOSTED_PREFIX};
-use crate::rewrite::{self, NotJson};
 use crate::ignored_params::IgnoredParams;
+use crate::rewrite::{self, NotJson};
 use crate::signing::{hosted_url, unsigned_params};
 
 /// The path and query of `s` when it is one of this proxy's hosted URLs
@@ -49,7 +49,13 @@ pub fn resign(
         // Ignored parameters are never signed: the check takes them out
         // before it verifies (finding 16).
         let query = ignored.strip(query);
-        let url = hosted_url(cfg, base, path, &unsigned_params(query.as_deref()), now_secs);
+        let url = hosted_url(
+            cfg,
+            base,
+            path,
+            &unsigned_params(query.as_deref()),
+            now_secs,
+        );
         out.push((span, url));
     }
     Ok((!out.is_empty()).then(|| rewrite::replace_spans(body, &out)))
@@ -91,9 +97,16 @@ mod tests {
         .to_string()
         .replace("\"n\":1.5", "\"n\":1.50");
         let al = UserId::parse("al").unwrap();
-        let out = resign(&cfg(), &IgnoredParams::default(), body.as_bytes(), &al, BASE, 1_000)
-            .unwrap()
-            .unwrap();
+        let out = resign(
+            &cfg(),
+            &IgnoredParams::default(),
+            body.as_bytes(),
+            &al,
+            BASE,
+            1_000,
+        )
+        .unwrap()
+        .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         let signer = cfg().signer.unwrap();
         for (i, want_query) in [(0, "exp=1600&sig="), (1, "w=256&exp=1600&sig=")] {
@@ -115,7 +128,15 @@ mod tests {
         // Nothing of the user's: no new body.
         let bo_only = serde_json::json!({"x": theirs}).to_string();
         assert_eq!(
-            resign(&cfg(), &IgnoredParams::default(), bo_only.as_bytes(), &al, BASE, 0).unwrap(),
+            resign(
+                &cfg(),
+                &IgnoredParams::default(),
+                bo_only.as_bytes(),
+                &al,
+                BASE,
+                0
+            )
+            .unwrap(),
             None
         );
     }

@@ -206,8 +206,7 @@ pub trait Repo: Send + Sync + AdminRepo {
     /// An image stored without a pending row first (a `data:` URI, an
     /// import, a reindex). Keeps request times already recorded. Returns
     /// the row's private flag.
-    async fn upsert_stored(&self, meta: &ImageMeta, requested_at: u64)
-        -> Result<bool, RepoError>;
+    async fn upsert_stored(&self, meta: &ImageMeta, requested_at: u64) -> Result<bool, RepoError>;
 
     /// Upserts a row as it was in an older store (import of its journal).
     async fn upsert_record(&self, rec: &ImageRecord) -> Result<(), RepoError>;
@@ -376,8 +375,7 @@ pub trait Repo: Send + Sync + AdminRepo {
     /// is stored; the first recording of a variant key wins. At `limit`
     /// variants the least recently requested make room, in the same
     /// transaction.
-    async fn record_variant(&self, v: &VariantRecord, limit: u64)
-        -> Result<VariantPut, RepoError>;
+    async fn record_variant(&self, v: &VariantRecord, limit: u64) -> Result<VariantPut, RepoError>;
 
     /// Variants served since the last flush.
     async fn record_variant_hits(&self, hits: &[VariantHit]) -> Result<(), RepoError>;
@@ -397,5 +395,7 @@ pub trait Repo: Send + Sync + AdminRepo {
     async fn forget_variant(&self, key: &ImageKey, variant_key: &str) -> Result<(), RepoError>;
 }
 
+#[cfg(test)]
+mod safety_tests;
 #[cfg(test)]
 mod tests;

@@ -9,8 +9,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 use super::{
-    Cursor, Dialect, GoneReason, HandOut, Hit, ImageRecord, Marked, Removal, Repo, RepoError, Tombstone,
-    Totals, UserTotal, VariantHit, VariantPut, VariantRecord,
+    Cursor, Dialect, GoneReason, HandOut, Hit, ImageRecord, Marked, Removal, Repo, RepoError,
+    Tombstone, Totals, UserTotal, VariantHit, VariantPut, VariantRecord,
 };
 use crate::ids::{ImageId, ImageKey, UserId};
 use crate::store::ImageMeta;
@@ -349,11 +349,7 @@ impl Repo for SqlRepo {
         self.variant_row(key, variant_key).await
     }
 
-    async fn record_variant(
-        &self,
-        v: &VariantRecord,
-        limit: u64,
-    ) -> Result<VariantPut, RepoError> {
+    async fn record_variant(&self, v: &VariantRecord, limit: u64) -> Result<VariantPut, RepoError> {
         self.record_variant_row(v, limit).await
     }
 

@@ -143,7 +143,9 @@ async fn make_room(
     .bind(key.id.as_str())
     .fetch_one(&mut **tx)
     .await?;
-    let over = from_db(n.try_get("n")?).saturating_add(1).saturating_sub(limit);
+    let over = from_db(n.try_get("n")?)
+        .saturating_add(1)
+        .saturating_sub(limit);
     if over == 0 {
         return Ok(Vec::new());
     }

@@ -90,9 +90,7 @@ pub(super) async fn serve(
             Err(f) => {
                 if matches!(
                     f,
-                    VariantFail::Busy
-                        | VariantFail::TooLarge(_)
-                        | VariantFail::Undecodable(_)
+                    VariantFail::Busy | VariantFail::TooLarge(_) | VariantFail::Undecodable(_)
                 ) {
                     rejected();
                 }

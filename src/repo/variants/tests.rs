@@ -66,16 +66,17 @@ async fn recorded_once_and_read_back() {
     for repo in databases().await {
         let k = store(&repo, "u", 1, 1_000).await;
         let v = variant(&k, W256, 300, "ab");
-        assert_eq!(repo.record_variant(&v, 32)
-            .await.unwrap(), VariantPut::Recorded { evicted: vec![] });
+        assert_eq!(
+            repo.record_variant(&v, 32).await.unwrap(),
+            VariantPut::Recorded { evicted: vec![] }
+        );
         assert_eq!(repo.get_variant(&k, W256).await.unwrap(), Some(v.clone()));
         assert_eq!(repo.get_variant(&k, W64).await.unwrap(), None);
         assert_eq!(repo.variant_count(&k).await.unwrap(), 1);
         // A second make of the same variant (another replica) loses.
         let other = variant(&k, W256, 310, "ef");
         assert_eq!(
-            repo.record_variant(&other, 32)
-            .await.unwrap(),
+            repo.record_variant(&other, 32).await.unwrap(),
             VariantPut::Exists(v.clone())
         );
         assert_eq!(
@@ -99,15 +100,17 @@ async fn no_variant_without_a_stored_image() {
         let missing = key("u", 9);
         assert_eq!(
             repo.record_variant(&variant(&missing, W256, 1, "ab"), 32)
-            .await
+                .await
                 .unwrap(),
             VariantPut::ImageGone
         );
         let k = store(&repo, "u", 1, 1_000).await;
-        repo.delete_images(std::slice::from_ref(&k), GoneReason::Deleted).await.unwrap();
+        repo.delete_images(std::slice::from_ref(&k), GoneReason::Deleted)
+            .await
+            .unwrap();
         assert_eq!(
             repo.record_variant(&variant(&k, W256, 1, "ab"), 32)
-            .await
+                .await
                 .unwrap(),
             VariantPut::ImageGone
         );
@@ -126,10 +129,13 @@ async fn deletes_take_variants_along() {
         for k in [&a, &b] {
             for (vk, d) in [(W256, "ab"), (W64, "12")] {
                 repo.record_variant(&variant(k, vk, 10, d), 32)
-            .await.unwrap();
+                    .await
+                    .unwrap();
             }
         }
-        repo.delete_images(std::slice::from_ref(&a), GoneReason::Deleted).await.unwrap();
+        repo.delete_images(std::slice::from_ref(&a), GoneReason::Deleted)
+            .await
+            .unwrap();
         let mut queued = repo
             .queued_variant_deletes(std::slice::from_ref(&a))
             .await
@@ -196,7 +202,9 @@ async fn queued_paths_are_matched_literally() {
         repo.record_variant(&variant(&a, W256, 10, "ab"), 32)
             .await
             .unwrap();
-        repo.delete_images(std::slice::from_ref(&a), GoneReason::Deleted).await.unwrap();
+        repo.delete_images(std::slice::from_ref(&a), GoneReason::Deleted)
+            .await
+            .unwrap();
         assert!(repo
             .queued_variant_deletes(&[near])
             .await
