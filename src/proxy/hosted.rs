@@ -23,7 +23,10 @@ pub async fn serve(app: &App, session: &mut Session, ctx: &mut Ctx) {
     if let Err(e) = serve_inner(app, session, ctx).await {
         if matches!(
             e,
-            ApiError::ImageNotFound | ApiError::BadPath(_) | ApiError::ImageUnavailable(_)
+            ApiError::ImageNotFound
+                | ApiError::ImageGone(_)
+                | ApiError::BadPath(_)
+                | ApiError::ImageUnavailable(_)
         ) {
             ctx.tier.get_or_insert("miss");
         }

@@ -13,7 +13,7 @@ async fn bad_queries_get_400_naming_the_parameter() {
         ("w=256", "width_not_allowed", "w"),
         ("w=64", "width_not_allowed", "w"),
         ("w=100&w=200", "duplicate_parameter", "w"),
-        ("w=100&utm_source=x", "unknown_parameter", "utm_source"),
+        ("w=100&utm=x", "unknown_parameter", "utm"),
         ("width=100", "unknown_parameter", "width"),
         ("w=100&fit=squash", "invalid_parameter", "fit"),
         ("w=100&format=tiff", "invalid_parameter", "format"),
