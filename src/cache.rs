@@ -60,8 +60,24 @@ impl ImageCache {
         self.inner.is_some() && size <= self.max_item
     }
 
-    pub async fn get(&self, key: &ImageKey) -> Option<CachedImage> {
+    /// An image itself, never a variant's bytes cached under an alias key:
+    /// the image route must not serve those, unsigned, by the alias (issue
+    /// 20, finding 6).
+    pub async fn get_image(&self, key: &ImageKey) -> Option<CachedImage> {
+        let hit = self.inner.as_ref()?.get(key).await?;
+        (hit.meta.variant.is_none() && hit.meta.key == *key).then_some(hit)
+    }
+
+    /// Whatever is held under `key`, image or variant (bookkeeping only,
+    /// never to serve).
+    pub async fn peek(&self, key: &ImageKey) -> Option<CachedImage> {
         self.inner.as_ref()?.get(key).await
+    }
+
+    /// A variant's bytes, by the alias key they are cached under.
+    pub async fn get_variant(&self, alias: &ImageKey) -> Option<CachedImage> {
+        let hit = self.inner.as_ref()?.get(alias).await?;
+        hit.meta.variant.is_some().then_some(hit)
     }
 
     pub async fn insert(&self, key: ImageKey, image: CachedImage) {

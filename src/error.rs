@@ -19,8 +19,10 @@ pub enum ApiError {
     RequestTimeout,
     #[error("image not found")]
     ImageNotFound,
-    #[error("image was deleted")]
-    ImageGone,
+    /// Deleted within IMAGE_TOMBSTONE_DAYS (issue 20, finding 17); the
+    /// body's `reason` says why.
+    #[error("image was deleted ({})", .0.as_str())]
+    ImageGone(crate::repo::GoneReason),
     #[error("image could not be stored: {0}")]
     ImageUnavailable(String),
     #[error("method not allowed")]
@@ -62,8 +64,6 @@ pub enum ApiError {
     VariantTooLarge(String),
     #[error("the stored image cannot be decoded: {0}")]
     ImageUndecodable(String),
-    #[error("this image has {0} variants already, the most IMAGE_VARIANTS_PER_IMAGE allows; ask for one of those")]
-    TooManyVariants(u64),
 }
 
 #[derive(Serialize)]
@@ -72,6 +72,8 @@ struct ErrorBody<'a> {
     code: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     parameter: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
 }
 
 impl ApiError {
@@ -81,7 +83,7 @@ impl ApiError {
             ApiError::BadRequest(_) => 400,
             ApiError::RequestTimeout => 408,
             ApiError::ImageNotFound => 404,
-            ApiError::ImageGone => 410,
+            ApiError::ImageGone(_) => 410,
             ApiError::ImageUnavailable(_) => 502,
             ApiError::MethodNotAllowed => 405,
             ApiError::RangeNotSatisfiable { .. } => 416,
@@ -100,7 +102,6 @@ impl ApiError {
             ApiError::TranscodeBusy { .. } => 503,
             ApiError::VariantTooLarge(_) => 422,
             ApiError::ImageUndecodable(_) => 422,
-            ApiError::TooManyVariants(_) => 422,
         }
     }
 
@@ -110,7 +111,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::RequestTimeout => "request_timeout",
             ApiError::ImageNotFound => "image_not_found",
-            ApiError::ImageGone => "image_gone",
+            ApiError::ImageGone(_) => "image_gone",
             ApiError::ImageUnavailable(_) => "image_unavailable",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
@@ -130,7 +131,6 @@ impl ApiError {
             ApiError::TranscodeBusy { .. } => "transcode_busy",
             ApiError::VariantTooLarge(_) => "variant_too_large",
             ApiError::ImageUndecodable(_) => "image_undecodable",
-            ApiError::TooManyVariants(_) => "too_many_variants",
         }
     }
 
@@ -160,7 +160,11 @@ impl ApiError {
             ApiError::BadVariant(e) => Some(e.parameter()),
             _ => None,
         };
-        error_body(self.code(), &message, parameter)
+        let reason = match self {
+            ApiError::ImageGone(why) => Some(why.as_str()),
+            _ => None,
+        };
+        error_body(self.code(), &message, parameter, reason)
     }
 }
 
@@ -169,6 +173,7 @@ impl From<crate::hosting::VariantFail> for ApiError {
         use crate::hosting::VariantFail as F;
         match f {
             F::Missing => ApiError::ImageNotFound,
+            F::Gone(why) => ApiError::ImageGone(why),
             F::Unavailable(why) => ApiError::ImageUnavailable(why),
             F::StoreDown(why) => ApiError::StorageUnavailable(why),
             // A queue of a few dozen makes drains within seconds.
@@ -177,7 +182,6 @@ impl From<crate::hosting::VariantFail> for ApiError {
             },
             F::TooLarge(why) => ApiError::VariantTooLarge(why),
             F::Undecodable(why) => ApiError::ImageUndecodable(why),
-            F::TooMany(n) => ApiError::TooManyVariants(n),
             F::Internal(why) => ApiError::Internal(why),
             // Answered with a redirect before it gets here; if not, the
             // image is not ready, which is what 503 says.
@@ -188,14 +192,15 @@ impl From<crate::hosting::VariantFail> for ApiError {
 
 /// A stable JSON error body.
 pub fn json_error(code: &str, message: &str) -> Bytes {
-    error_body(code, message, None)
+    error_body(code, message, None, None)
 }
 
-fn error_body(code: &str, message: &str, parameter: Option<&str>) -> Bytes {
+fn error_body(code: &str, message: &str, parameter: Option<&str>, reason: Option<&str>) -> Bytes {
     let body = ErrorBody {
         error: message.to_string(),
         code,
         parameter,
+        reason,
     };
     // Serializing two strings cannot fail; fall back to a fixed body anyway
     // so no request path can panic here.
@@ -230,8 +235,13 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
         assert_eq!(v["code"], "width_not_allowed");
         assert_eq!(v["parameter"], "w");
-        let v: serde_json::Value = serde_json::from_slice(&ApiError::ImageGone.body()).unwrap();
+        let gone = ApiError::ImageGone(crate::repo::GoneReason::UserLimit);
+        let v: serde_json::Value = serde_json::from_slice(&gone.body()).unwrap();
         assert!(v.get("parameter").is_none(), "only variant errors carry it");
+        assert_eq!(
+            (gone.status(), &v["reason"]),
+            (410, &serde_json::json!("user_limit"))
+        );
         let busy = ApiError::TranscodeBusy {
             retry_after_secs: 1,
         };

@@ -28,6 +28,7 @@ pub mod fetch;
 pub mod forwarded;
 pub mod hosting;
 pub mod ids;
+pub mod ignored_params;
 pub mod image_format;
 pub mod lifecycle;
 pub mod limits;

@@ -2,11 +2,14 @@
 //! `manifest.json`, as one zip built while it is sent. No temporary file:
 //! the zip writer streams (data descriptors instead of seeking back), its
 //! output is handed to the response in chunks through a bounded channel,
-//! so memory stays at a few chunks plus one manifest line per image
-//! whatever the user holds. Entries are stored, not deflated: the images
-//! are compressed already.
+//! so memory stays at a few chunks whatever the user holds. The manifest,
+//! which comes last and lists every image, is spooled to an anonymous
+//! temporary file in the staging folder as the images go out, then copied
+//! into the zip: memory is bounded in the number of images too (issue 20,
+//! finding 15). Entries are stored, not deflated: the images are compressed
+//! already.
 
-use std::io::Write;
+use std::io::{BufWriter, Read, Seek, Write};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
@@ -118,7 +121,12 @@ async fn write_zip(ctx: Arc<Ctx>, user: UserId, mut tx: Chunks) {
 async fn zip_into(ctx: &Ctx, user: &UserId, tx: &mut Chunks) -> Result<(), String> {
     let sink = Sink::default();
     let mut zip = ZipWriter::new_stream(sink.clone());
-    let mut manifest = Vec::new();
+    let staging = crate::hosting::staging_dir(ctx.hosting.cfg());
+    let spool = tempfile::tempfile_in(&staging).map_err(|e| format!("manifest spool: {e}"))?;
+    let mut manifest = Manifest {
+        spool: BufWriter::new(spool),
+        count: 0,
+    };
     let mut after: Option<ImageId> = None;
     let z = |e: zip::result::ZipError| e.to_string();
     let io = |e: std::io::Error| e.to_string();
@@ -152,27 +160,61 @@ async fn zip_into(ctx: &Ctx, user: &UserId, tx: &mut Chunks) -> Result<(), Strin
             let mut entry = image_json(ctx, r);
             entry["file"] = json!(file);
             entry["hosted_url"] = entry["url"].clone();
-            manifest.push(entry);
+            manifest.push(&entry).map_err(io)?;
         }
         if !full {
             break;
         }
     }
-    let doc = json!({
-        "user_id": user.as_str(),
-        "exported_at": crate::clock::rfc3339(crate::clock::now_ms()),
-        "count": manifest.len(),
-        "images": manifest,
-    });
-    let body = serde_json::to_vec_pretty(&doc).map_err(|e| e.to_string())?;
     zip.start_file(
         "manifest.json",
         SimpleFileOptions::default().compression_method(CompressionMethod::Stored),
     )
     .map_err(z)?;
-    zip.write_all(&body).map_err(io)?;
+    let head = json!({
+        "user_id": user.as_str(),
+        "exported_at": crate::clock::rfc3339(crate::clock::now_ms()),
+        "count": manifest.count,
+    });
+    // The head object, opened up to take the "images" array after it.
+    let head = serde_json::to_string_pretty(&head).map_err(|e| e.to_string())?;
+    let head = head.trim_end().trim_end_matches('}').trim_end();
+    zip.write_all(format!("{head},\n  \"images\": [").as_bytes())
+        .map_err(io)?;
+    let mut spool = manifest.spool.into_inner().map_err(|e| e.to_string())?;
+    spool.rewind().map_err(io)?;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = spool.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        zip.write_all(&buf[..n]).map_err(io)?;
+        sink.drain(tx, CHUNK).await?;
+    }
+    zip.write_all(b"\n  ]\n}\n").map_err(io)?;
     zip.finish().map_err(z)?;
     sink.drain(tx, 0).await
+}
+
+/// The manifest's image entries, spooled to a file as they are made.
+struct Manifest {
+    spool: BufWriter<std::fs::File>,
+    count: u64,
+}
+
+impl Manifest {
+    fn push(&mut self, entry: &serde_json::Value) -> std::io::Result<()> {
+        let sep: &[u8] = if self.count == 0 {
+            b"\n    "
+        } else {
+            b",\n    "
+        };
+        self.spool.write_all(sep)?;
+        serde_json::to_writer(&mut self.spool, entry)?;
+        self.count += 1;
+        Ok(())
+    }
 }
 
 /// The zip's DOS time (UTC) for a Unix millisecond; 1980 for anything the

@@ -52,7 +52,7 @@ pub async fn media(
 async fn thumbnail(ctx: &Ctx, key: &ImageKey, w: u32) -> Option<Response> {
     let widths = &ctx.cfg.variants.widths;
     let spec = VariantSpec::parse(&format!("w={w}"), widths).ok()??;
-    match ctx.hosting.open_variant(key, spec, None).await {
+    match ctx.hosting.open_variant(key, spec, None, true).await {
         Ok(VariantLookup::Memory(img)) => {
             let mut r = reply(200, img.meta.content_type(), img.bytes.clone());
             cache_privately(&mut r, img.meta.size);

@@ -122,6 +122,9 @@ pub struct LifecycleConfig {
     pub cleanup_interval: Duration,
     pub failed_max_age: Duration,
     pub failed_keep: u32,
+    /// How long a deleted image answers 410 before 404 (finding 17).
+    pub tombstone_max_age: Duration,
+    pub tombstone_keep: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -257,7 +260,19 @@ pub(super) fn lifecycle(raw: &Raw) -> Result<LifecycleConfig, ConfigError> {
             raw.positive_f64("IMAGE_FAILED_RETENTION_DAYS")? * 86_400.0,
         ),
         failed_keep: raw.positive::<u32>("IMAGE_FAILED_MAX")?,
+        tombstone_max_age: days(raw, "IMAGE_TOMBSTONE_DAYS")?,
+        tombstone_keep: raw.positive::<u32>("IMAGE_TOMBSTONE_MAX")?,
     })
+}
+
+/// A positive number of days (decimals allowed), at most a century: a
+/// larger one would overflow the clock arithmetic.
+fn days(raw: &Raw, name: &str) -> Result<Duration, ConfigError> {
+    let d = raw.positive_f64(name)?;
+    if d > 36_500.0 {
+        return Err(ConfigError::new(name, "must be at most 36500 (a century)"));
+    }
+    Ok(Duration::from_secs_f64(d * 86_400.0))
 }
 
 pub(super) fn storage(raw: &Raw) -> Result<StorageConfig, ConfigError> {
@@ -416,6 +431,8 @@ pub struct VariantsConfig {
     pub strip_metadata: bool,
     pub store_format: crate::variants::StoreFormat,
     pub store_quality: u8,
+    /// IMAGE_IGNORED_PARAMS: taken out of a hosted URL's query first.
+    pub ignored_params: crate::ignored_params::IgnoredParams,
 }
 
 /// The widest variant anything here can encode (WebP's limit); a larger
@@ -474,5 +491,9 @@ pub(super) fn variants(raw: &Raw) -> Result<VariantsConfig, ConfigError> {
         strip_metadata: raw.bool("IMAGE_STRIP_METADATA")?,
         store_format,
         store_quality,
+        ignored_params: crate::ignored_params::IgnoredParams::parse(
+            raw.get("IMAGE_IGNORED_PARAMS"),
+        )
+        .map_err(|m| ConfigError::new("IMAGE_IGNORED_PARAMS", m))?,
     })
 }

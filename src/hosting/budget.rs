@@ -11,6 +11,7 @@ use super::{lock, Hosting};
 use crate::ids::ImageKey;
 use crate::lifecycle::{bytes_to_free, Reason, Rules};
 use crate::metrics;
+use crate::repo::GoneReason;
 
 /// Rows read per eviction round, oldest request first.
 const PAGE: u32 = 50;
@@ -135,7 +136,11 @@ impl Hosting {
             freed += row.size + variant_bytes.get(&row.key).copied().unwrap_or(0);
             chosen.push(row.key.clone());
         }
-        let gone = match self.repo.delete_images(&chosen).await {
+        let gone = match self
+            .repo
+            .delete_images(&chosen, GoneReason::StorageCap)
+            .await
+        {
             Ok(gone) => gone,
             Err(e) => {
                 tracing::error!(error = %e, "could not evict images for the disk bound");

@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::ids::{ImageKey, UserId};
 use crate::lifecycle::{Candidate, Deletion, Planner, Reason, Rules};
 use crate::metrics;
-use crate::repo::{Cursor, ImageRecord, ImageState, Repo};
+use crate::repo::{Cursor, GoneReason, ImageRecord, ImageState, Removal, Repo};
 use crate::store::Store;
 
 /// How long whose a prediction is, and which webhook deliveries were seen,
@@ -112,8 +112,23 @@ pub async fn run_cleanup(
     }
     let mut all_gone = Vec::new();
     for chunk in plan.chunks(200) {
-        let keys: Vec<ImageKey> = chunk.iter().map(|(r, _)| r.key.clone()).collect();
-        let gone = repo.delete_images(&keys).await?;
+        // One delete per reason, so each tombstone says why its image went.
+        let mut gone = Vec::new();
+        for reason in [
+            Reason::Expired,
+            Reason::UserLimit,
+            Reason::StorageCap,
+            Reason::MinFree,
+        ] {
+            let keys: Vec<ImageKey> = chunk
+                .iter()
+                .filter(|(_, why)| *why == reason)
+                .map(|(r, _)| r.key.clone())
+                .collect();
+            if !keys.is_empty() {
+                gone.extend(repo.delete_images(&keys, reason.into()).await?);
+            }
+        }
         for row in gone.iter().filter(|r| r.state == ImageState::Stored) {
             remove_object(repo, store, &row.key.relative_path(row.format)).await;
         }
@@ -134,6 +149,9 @@ pub async fn run_cleanup(
     let before = now_ms().saturating_sub(crate::clock::ms(lc.failed_max_age));
     report.failed_forgotten = repo.prune_failed(before, lc.failed_keep).await?;
     repo.prune_webhooks(now_ms().saturating_sub(WEBHOOK_MEMORY_MS))
+        .await?;
+    let buried_before = now_ms().saturating_sub(crate::clock::ms(lc.tombstone_max_age));
+    repo.prune_tombstones(buried_before, lc.tombstone_keep)
         .await?;
     // Hourly view counts serve "the last 24 hours"; a day more is slack.
     let views_before = now_ms().saturating_sub(super::admin_ops::VIEWS_KEPT_MS);
@@ -166,14 +184,18 @@ async fn remove_variant_objects(repo: &dyn Repo, store: &dyn Store, gone: &[Imag
     }
 }
 
-/// Removes an object and its queue entry. On failure the entry stays, and
-/// the maintenance loop tries again.
+/// Removes a queued object and its queue entry, only while it is still
+/// queued: an image stored again since keeps its bytes (issue 20, finding
+/// 14; the rule is in [`Repo::remove_queued`]). On failure the entry stays,
+/// and the maintenance loop tries again.
 async fn remove_object(repo: &dyn Repo, store: &dyn Store, path: &str) {
-    match store.delete(path).await {
-        Ok(()) => {
-            if let Err(e) = repo.forget_queued_delete(path).await {
-                tracing::warn!(%path, error = %e, "object deleted, queue entry kept");
-            }
+    match repo.remove_queued(path, store).await {
+        Ok(Removal::Removed) => {}
+        Ok(Removal::NotQueued) => {
+            tracing::debug!(%path, "not removed: stored again, or removed already")
+        }
+        Ok(Removal::Failed(e)) => {
+            tracing::warn!(%path, error = %e, "could not delete an object; will retry")
         }
         Err(e) => tracing::warn!(%path, error = %e, "could not delete an object; will retry"),
     }
@@ -197,7 +219,10 @@ impl Hosting {
 
     /// Deletes one image everywhere. `false` when there was none.
     pub async fn delete_image(&self, key: &ImageKey) -> Result<bool, HostError> {
-        let gone = self.repo.delete_images(std::slice::from_ref(key)).await?;
+        let gone = self
+            .repo
+            .delete_images(std::slice::from_ref(key), GoneReason::Deleted)
+            .await?;
         self.after_delete(&gone).await;
         Ok(!gone.is_empty())
     }
@@ -205,10 +230,18 @@ impl Hosting {
     /// Deletes all of a user's images, pending and failed ones included. A
     /// download still running for one of them finds its row gone and
     /// removes its own bytes, so nothing of the user comes back.
+    /// In pages of [`PAGE`] rows, each its own transaction: memory stays
+    /// bounded however many images the user has (finding 15).
     pub async fn delete_user(&self, user: &UserId) -> Result<usize, HostError> {
-        let gone = self.repo.delete_user(user).await?;
-        self.after_delete(&gone).await;
-        Ok(gone.len())
+        let mut deleted = 0;
+        loop {
+            let gone = self.repo.delete_user_page(user, PAGE).await?;
+            if gone.is_empty() {
+                return Ok(deleted);
+            }
+            deleted += gone.len();
+            self.after_delete(&gone).await;
+        }
     }
 
     /// The per-user limit, applied as each image is stored. Images handed
@@ -279,6 +312,18 @@ impl Hosting {
         remove_object(self.repo.as_ref(), self.store.as_ref(), path).await;
     }
 
+    /// Removes bytes that no row describes (a download whose row was
+    /// deleted meanwhile, the loser of a variant race): queued first, so
+    /// the removal follows the one rule, and a sweep finishes it if this
+    /// one fails.
+    pub(super) async fn discard_bytes(&self, path: &str) {
+        if let Err(e) = self.repo.queue_delete(path).await {
+            tracing::warn!(%path, error = %e, "could not queue unneeded bytes for removal");
+            return;
+        }
+        self.remove_bytes(path).await;
+    }
+
     /// Finishes deletions a crash or an outage interrupted.
     pub async fn sweep_deleted_objects(&self) {
         let paths = match self.repo.queued_deletes(100).await {
@@ -288,8 +333,15 @@ impl Hosting {
                 return;
             }
         };
+        self.remove_queued(&paths).await;
+    }
+
+    /// The second half of a sweep, on paths read from the queue earlier:
+    /// each is re-checked as it is removed, since any of them may have
+    /// been stored again in between.
+    pub(super) async fn remove_queued(&self, paths: &[String]) {
         for path in paths {
-            self.remove_bytes(&path).await;
+            self.remove_bytes(path).await;
         }
     }
 }

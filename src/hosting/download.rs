@@ -100,25 +100,36 @@ impl Hosting {
             variant: None,
             vary_accept: false,
         };
+        // A delete of this path may still be queued (the image was deleted
+        // and handed out again): dequeue it before the bytes go in, so a
+        // sweep either finished with the old bytes already or finds nothing
+        // left to remove (finding 14; the rule is in Repo::remove_queued).
+        self.repo
+            .forget_queued_delete(&meta.relative_path())
+            .await?;
         self.store
             .put(&downloaded.staged, &meta)
             .await
             .map_err(store_error)?;
-        let requested_at = if job.is_data() {
-            self.repo
+        let (requested_at, private) = if job.is_data() {
+            let private = self
+                .repo
                 .upsert_stored(&meta, job.handed_out_at, job.trusted)
                 .await?;
-            job.handed_out_at
+            (job.handed_out_at, private)
         } else {
             match self.repo.mark_stored(&meta, downloaded.dims).await? {
-                Some(at) => at,
+                Some(m) => (m.requested_at, m.private),
                 None => {
                     // Deleted while it downloaded: it must stay deleted.
-                    self.remove_bytes(&meta.relative_path()).await;
+                    self.discard_bytes(&meta.relative_path()).await;
                     return Err(HostError::Deleted);
                 }
             }
         };
+        // Served (and cached) with the row's flag: an image made private
+        // while it downloaded stays private (finding 5).
+        let meta = ImageMeta { private, ..meta };
         self.stored_bytes.add(meta.size);
         let protect_since = requested_at.min(job.handed_out_at);
         if job.trusted {

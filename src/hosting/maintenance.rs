@@ -78,6 +78,7 @@ impl Hosting {
     /// Writes the request times and view counts gathered since the last
     /// flush, in one transaction.
     pub async fn flush_hits(&self) {
+        self.flush_variant_hits().await;
         let hits = self.hits.take();
         if hits.is_empty() {
             return;
@@ -107,7 +108,7 @@ impl Hosting {
                     // Gone, or made private (or public) elsewhere: the next
                     // request reads the row again. A gone image's variants
                     // go with forget_variants_in_memory below.
-                    let stale = match (alive.get(image), self.cache.get(k).await) {
+                    let stale = match (alive.get(image), self.cache.peek(k).await) {
                         (Some(private), Some(hit)) => k == image && hit.meta.private != *private,
                         (None, _) => k == image,
                         (Some(_), None) => false,

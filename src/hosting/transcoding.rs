@@ -24,6 +24,7 @@ use super::{lock, store_error, Hosting};
 use crate::cache::CachedImage;
 use crate::clock::now_ms;
 use crate::fetch::Downloaded;
+use crate::ids::ImageKey;
 use crate::image_format::Format;
 use crate::metrics;
 use crate::repo::{VariantPut, VariantRecord};
@@ -161,14 +162,15 @@ impl Hosting {
             .map_err(|e| VariantFail::Internal(e.to_string()))?;
         let bytes = match source.bytes {
             Some(b) => b,
-            None => self
-                .store
-                .read_all(&source.meta)
-                .await
-                .map_err(|e| match e {
-                    StoreError::NotFound => VariantFail::Missing,
-                    e => VariantFail::StoreDown(e.to_string()),
-                })?,
+            None => match self.store.read_all(&source.meta).await {
+                Ok(b) => b,
+                Err(StoreError::NotFound) => return Err(VariantFail::Missing),
+                Err(StoreError::WrongSize { .. }) => {
+                    self.lost(&source.meta).await;
+                    return Err(VariantFail::Missing);
+                }
+                Err(e) => return Err(VariantFail::StoreDown(e.to_string())),
+            },
         };
         // The bytes' own upright dimensions decide, in case the row's
         // (recorded before EXIF orientation counted) differ.
@@ -182,16 +184,6 @@ impl Hosting {
                 None => other,
             },
         };
-        // Heights, fits, formats and qualities multiply: without a bound per
-        // image, one image could be made into millions of stored files.
-        let stored = self
-            .repo
-            .variant_count(&key)
-            .await
-            .map_err(|e| VariantFail::StoreDown(e.to_string()))?;
-        if stored >= self.variants.per_image {
-            return Err(VariantFail::TooMany(stored));
-        }
         let limits = self.variants.limits;
         let started = Instant::now();
         let out = self
@@ -226,17 +218,27 @@ impl Hosting {
         };
         let bytes = Bytes::from(t.bytes);
         self.store_variant(&record, &bytes).await?;
-        let made = match self.repo.record_variant(&record).await {
-            Ok(VariantPut::Recorded) => Made {
-                bytes: Some(bytes),
-                record,
-            },
+        // Heights, fits, formats and qualities multiply: without a bound per
+        // image, one image could be made into millions of stored files. At
+        // the bound the least recently requested variant makes room.
+        let made = match self
+            .repo
+            .record_variant(&record, self.variants.per_image)
+            .await
+        {
+            Ok(VariantPut::Recorded { evicted }) => {
+                self.evicted_variants(&key, &evicted).await;
+                Made {
+                    bytes: Some(bytes),
+                    record,
+                }
+            }
             // Made elsewhere first: that row wins, and our object goes
             // unless it is the very same one (same bytes, same name).
             Ok(VariantPut::Exists(first)) => {
                 let same = first.object_name() == record.object_name();
                 if !same {
-                    self.remove_bytes(&record.relative_path()).await;
+                    self.discard_bytes(&record.relative_path()).await;
                 }
                 return Ok(Made {
                     bytes: same.then_some(bytes),
@@ -244,11 +246,11 @@ impl Hosting {
                 });
             }
             Ok(VariantPut::ImageGone) => {
-                self.remove_bytes(&record.relative_path()).await;
+                self.discard_bytes(&record.relative_path()).await;
                 return Err(VariantFail::Missing);
             }
             Err(e) => {
-                self.remove_bytes(&record.relative_path()).await;
+                self.discard_bytes(&record.relative_path()).await;
                 return Err(VariantFail::StoreDown(e.to_string()));
             }
         };
@@ -256,6 +258,22 @@ impl Hosting {
         tracing::info!(image = %key, variant = %made.record.variant_key, bytes = made.record.size, "variant made");
         self.cache_variant(&made, generation).await;
         Ok(made)
+    }
+
+    /// Variants that made room for a new one: gone from memory (every
+    /// resolution of the image is forgotten; hits make them again), then
+    /// their bytes, which the same transaction queued.
+    async fn evicted_variants(&self, key: &ImageKey, evicted: &[VariantRecord]) {
+        if evicted.is_empty() {
+            return;
+        }
+        self.forget_variants_in_memory(&std::collections::HashSet::from([key.clone()]))
+            .await;
+        for v in evicted {
+            count("evicted");
+            tracing::info!(image = %key, variant = %v.variant_key, "variant evicted to make room (IMAGE_VARIANTS_PER_IMAGE)");
+            self.remove_bytes(&v.relative_path()).await;
+        }
     }
 
     /// A variant that needs no make: recorded already, or refused lately.
@@ -288,6 +306,12 @@ impl Hosting {
     ) -> Result<(), VariantFail> {
         let dir = super::staging_dir(&self.cfg);
         let data = bytes.clone();
+        // As for an image (download.rs): no queued delete of this path may
+        // outlive the put.
+        self.repo
+            .forget_queued_delete(&record.relative_path())
+            .await
+            .map_err(|e| VariantFail::StoreDown(e.to_string()))?;
         let staged = tokio::task::spawn_blocking(move || stage(&dir, &data))
             .await
             .map_err(|e| VariantFail::Internal(e.to_string()))?

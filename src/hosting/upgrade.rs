@@ -260,7 +260,9 @@ pub async fn reindex(repo: &dyn Repo, store: &dyn Store) -> Result<ReindexReport
             break;
         }
     }
-    repo.delete_images(&gone).await.map_err(|e| e.to_string())?;
+    repo.delete_images(&gone, crate::repo::GoneReason::Deleted)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(ReindexReport {
         found: listed.len(),
         missing_rows_removed: gone.len(),

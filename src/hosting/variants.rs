@@ -34,6 +34,8 @@ const REFUSED_FOR: std::time::Duration = std::time::Duration::from_secs(600);
 #[derive(Debug, Clone)]
 pub enum VariantFail {
     Missing,
+    /// The image was deleted lately (finding 17).
+    Gone(crate::repo::GoneReason),
     /// The image's download failed for good.
     Unavailable(String),
     /// The image is still downloading after IMAGE_PERSIST_TIMEOUT_MS.
@@ -43,8 +45,6 @@ pub enum VariantFail {
     Busy,
     /// Over IMAGE_MAX_PIXELS or the memory budget.
     TooLarge(String),
-    /// The image has IMAGE_VARIANTS_PER_IMAGE variants already.
-    TooMany(u64),
     /// The stored bytes do not decode.
     Undecodable(String),
     Internal(String),
@@ -90,6 +90,9 @@ pub(super) struct VariantState {
     pub(super) inflight: Mutex<HashMap<(ImageKey, String), SharedMake>>,
     memo: moka::sync::Cache<RequestKey, Resolution>,
     pub(super) refused: moka::sync::Cache<(ImageKey, String), VariantFail>,
+    /// Variants served since the last flush, by (image, variant key): the
+    /// last request time that eviction at IMAGE_VARIANTS_PER_IMAGE reads.
+    hits: Mutex<HashMap<(ImageKey, String), u64>>,
 }
 
 impl VariantState {
@@ -105,6 +108,7 @@ impl VariantState {
             admission: Arc::new(tokio::sync::Semaphore::new(cfg.concurrency + cfg.queue)),
             inflight: Mutex::new(HashMap::new()),
             memo: moka::sync::Cache::new(MEMO_ENTRIES),
+            hits: Mutex::new(HashMap::new()),
             refused: moka::sync::Cache::builder()
                 .max_capacity(REFUSED_ENTRIES)
                 .time_to_live(REFUSED_FOR)
@@ -143,12 +147,14 @@ pub(super) struct Source {
 
 impl Hosting {
     /// Answers a variant request for `key`. Counts `hit` and `original`;
-    /// makes count `made` once each.
+    /// makes count `made` once each. `see_private` as for
+    /// [`Hosting::open_image`].
     pub async fn open_variant(
         self: &Arc<Self>,
         key: &ImageKey,
         spec: VariantSpec,
         accept: Option<&str>,
+        see_private: bool,
     ) -> Result<VariantLookup, VariantFail> {
         let vary = spec.format() == OutputFormat::Auto;
         let request = RequestKey {
@@ -163,7 +169,7 @@ impl Hosting {
         if let Some(known) = self.variants.memo.get(&request) {
             return Ok(self.answer(known, vary).await);
         }
-        let source = self.variant_source(key).await?;
+        let source = self.variant_source(key, see_private).await?;
         let Some(dims) = source.dims else {
             // No dimensions anywhere: not an image this can resize.
             self.variants.memo.insert(request, Resolution::Original);
@@ -223,7 +229,8 @@ impl Hosting {
             }
             Resolution::Variant(meta, alias) => {
                 count("hit");
-                match self.cache.get(&alias).await {
+                self.record_variant_hit(&meta);
+                match self.cache.get_variant(&alias).await {
                     // The bytes are shared; the metadata is this request's
                     // (its Vary), so one cached copy serves both kinds.
                     Some(img) => VariantLookup::Memory(CachedImage {
@@ -237,10 +244,55 @@ impl Hosting {
         }
     }
 
+    fn record_variant_hit(&self, meta: &ImageMeta) {
+        let Some(name) = &meta.variant else {
+            return;
+        };
+        let vkey = name.rsplit_once('-').map_or(&**name, |(k, _)| k);
+        let now = crate::clock::now_ms();
+        let mut hits = super::lock(&self.variants.hits);
+        let at = hits
+            .entry((meta.key.clone(), vkey.to_string()))
+            .or_insert(0);
+        *at = (*at).max(now);
+    }
+
+    /// Writes the variants' request times gathered since the last flush;
+    /// on failure they wait for the next one.
+    pub(super) async fn flush_variant_hits(&self) {
+        let taken = std::mem::take(&mut *super::lock(&self.variants.hits));
+        if taken.is_empty() {
+            return;
+        }
+        let hits: Vec<crate::repo::VariantHit> = taken
+            .into_iter()
+            .map(|((key, variant_key), at)| crate::repo::VariantHit {
+                key,
+                variant_key,
+                at,
+            })
+            .collect();
+        if let Err(e) = self.repo.record_variant_hits(&hits).await {
+            tracing::warn!(error = %e, "could not write variant request times; keeping them");
+            let mut map = super::lock(&self.variants.hits);
+            for h in hits {
+                let at = map.entry((h.key, h.variant_key)).or_insert(0);
+                *at = (*at).max(h.at);
+            }
+        }
+    }
+
     /// The image behind a variant request: its row (waiting for a pending
     /// download like a plain request does), and its upright dimensions.
-    async fn variant_source(self: &Arc<Self>, key: &ImageKey) -> Result<Source, VariantFail> {
-        if let Some(img) = self.cache.get(key).await {
+    async fn variant_source(
+        self: &Arc<Self>,
+        key: &ImageKey,
+        see_private: bool,
+    ) -> Result<Source, VariantFail> {
+        if let Some(img) = self.cache.get_image(key).await {
+            if img.meta.private && !see_private {
+                return Err(VariantFail::Missing);
+            }
             return Ok(Source {
                 dims: variants::dimensions(&img.bytes),
                 meta: img.meta,
@@ -251,16 +303,26 @@ impl Hosting {
             .repo
             .get(key)
             .await
-            .map_err(|e| VariantFail::StoreDown(e.to_string()))?
-            .ok_or(VariantFail::Missing)?;
+            .map_err(|e| VariantFail::StoreDown(e.to_string()))?;
+        let Some(row) = row else {
+            return Err(match self.gone_or_missing(key, see_private).await {
+                Lookup::Gone(why) => VariantFail::Gone(why),
+                Lookup::StoreDown(why) => VariantFail::StoreDown(why),
+                _ => VariantFail::Missing,
+            });
+        };
+        if row.private && !see_private {
+            return Err(VariantFail::Missing);
+        }
         let meta = match (row.state, row.stored_meta()) {
             (ImageState::Stored, Some(meta)) => Arc::new(meta),
-            _ => match self.open_image(key).await {
+            _ => match self.open_image(key, see_private).await {
                 Lookup::Memory(img) => img.meta,
                 Lookup::Stored(meta) | Lookup::Fetched(meta) => meta,
                 Lookup::Redirect(source) => return Err(VariantFail::Redirect(source)),
                 Lookup::Unavailable(why) => return Err(VariantFail::Unavailable(why)),
                 Lookup::StoreDown(why) => return Err(VariantFail::StoreDown(why)),
+                Lookup::Gone(why) => return Err(VariantFail::Gone(why)),
                 Lookup::Missing => return Err(VariantFail::Missing),
             },
         };
@@ -273,10 +335,15 @@ impl Hosting {
                 bytes: None,
             });
         }
-        let bytes = self.store.read_all(&meta).await.map_err(|e| match e {
-            StoreError::NotFound => VariantFail::Missing,
-            e => VariantFail::StoreDown(e.to_string()),
-        })?;
+        let bytes = match self.store.read_all(&meta).await {
+            Ok(bytes) => bytes,
+            Err(StoreError::NotFound) => return Err(VariantFail::Missing),
+            Err(StoreError::WrongSize { .. }) => {
+                self.lost(&meta).await;
+                return Err(VariantFail::Missing);
+            }
+            Err(e) => return Err(VariantFail::StoreDown(e.to_string())),
+        };
         Ok(Source {
             dims: variants::dimensions(&bytes),
             meta,

@@ -43,10 +43,13 @@ pub fn check(
 
 impl Grant {
     /// A private image needs a signature even when the mode is `sign`.
+    /// Refused, it answers exactly as a missing image does (same status,
+    /// body and headers), so a refusal never says that it exists (issue
+    /// 20, finding 5).
     pub fn allows(self, cfg: &SigningConfig, private: bool) -> Result<(), ApiError> {
         match self {
             Grant::Unsigned if private && cfg.mode != SigningMode::Off => {
-                Err(ApiError::SignatureRequired)
+                Err(ApiError::ImageNotFound)
             }
             _ => Ok(()),
         }

@@ -23,7 +23,10 @@ pub async fn serve(app: &App, session: &mut Session, ctx: &mut Ctx) {
     if let Err(e) = serve_inner(app, session, ctx).await {
         if matches!(
             e,
-            ApiError::ImageNotFound | ApiError::BadPath(_) | ApiError::ImageUnavailable(_)
+            ApiError::ImageNotFound
+                | ApiError::ImageGone(_)
+                | ApiError::BadPath(_)
+                | ApiError::ImageUnavailable(_)
         ) {
             ctx.tier.get_or_insert("miss");
         }
@@ -45,12 +48,15 @@ async fn serve_inner(app: &App, session: &mut Session, ctx: &mut Ctx) -> Result<
     check_rate(app, session)?;
     let uri = &session.req_header().uri;
     let (key, _ext) = parse_hosted_path(uri.path())?;
+    // IMAGE_IGNORED_PARAMS go first: outside the signed text, and never
+    // part of a variant (finding 16).
+    let query = app.cfg.variants.ignored_params.strip(uri.query());
     let now = crate::clock::now_ms() / 1000;
     let pass = Pass {
-        grant: access::check(&app.cfg.signing, &key, uri.path(), uri.query(), now)?,
+        grant: access::check(&app.cfg.signing, &key, uri.path(), query.as_deref(), now)?,
         now,
     };
-    if let Some(spec) = variant::requested(app, session)? {
+    if let Some(spec) = variant::requested(app, query.as_deref())? {
         return variant::serve(app, session, ctx, key, spec, pass).await;
     }
     serve_original(app, session, ctx, &key, false, pass).await
@@ -69,10 +75,10 @@ impl Pass {
         self.grant.allows(&app.cfg.signing, private)
     }
 
-    /// Whether the image's private flag matters to this request: only an
-    /// unsigned one, when signing is on.
-    fn needs_private_flag(self, app: &App) -> bool {
-        self.grant.allows(&app.cfg.signing, true).is_err()
+    /// Whether this request may be shown a private image: signed, or
+    /// signing off. When not, a private image answers as a missing one.
+    fn sees_private(self, app: &App) -> bool {
+        self.grant.allows(&app.cfg.signing, true).is_ok()
     }
 
     fn cache_control(self) -> Option<String> {
@@ -91,24 +97,48 @@ async fn serve_original(
     pass: Pass,
 ) -> Result<(), ApiError> {
     let h = &app.hosting;
-    let (tier, body) = match h.open_image(key).await {
-        Lookup::Memory(img) => ("memory", Body::Memory(img)),
-        Lookup::Stored(meta) => ("disk", load(app, meta).await?),
-        Lookup::Fetched(meta) => ("pending", load(app, meta).await?),
-        Lookup::Redirect(source) => return redirect(session, ctx, source).await,
-        Lookup::Unavailable(reason) => return Err(ApiError::ImageUnavailable(reason)),
-        Lookup::StoreDown(reason) => return Err(ApiError::StorageUnavailable(reason)),
-        Lookup::Missing => return Err(ApiError::ImageNotFound),
-    };
-    pass.allows(app, body.meta().private)?;
-    ctx.tier = Some(tier);
-    metrics::get()
-        .hosted_requests
-        .with_label_values(&[tier])
-        .inc();
-    h.record_request(key);
-    let body = if vary { body.with_vary() } else { body };
-    write_image(app, session, body, pass.cache_control()).await
+    // One more lookup after a lost object (finding 13): its row is pending
+    // again by then, and the lookup downloads it afresh.
+    let mut retried = false;
+    loop {
+        let found = h.open_image(key, pass.sees_private(app)).await;
+        let (tier, body) = match found {
+            Lookup::Memory(img) => ("memory", Body::Memory(img)),
+            Lookup::Stored(meta) => match load(app, meta).await {
+                Ok(body) => ("disk", body),
+                Err(ApiError::ImageNotFound) if !retried => {
+                    retried = true;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            },
+            Lookup::Fetched(meta) => ("pending", load(app, meta).await?),
+            Lookup::Redirect(source) => return redirect(session, ctx, source).await,
+            // The fresh download of a lost object failed: its source is
+            // gone too, and this answer is the lost object's, a 404.
+            Lookup::Unavailable(_) if retried => return Err(ApiError::ImageNotFound),
+            Lookup::Unavailable(reason) => return Err(ApiError::ImageUnavailable(reason)),
+            Lookup::StoreDown(reason) => return Err(ApiError::StorageUnavailable(reason)),
+            Lookup::Gone(reason) => return Err(ApiError::ImageGone(reason)),
+            Lookup::Missing => return Err(ApiError::ImageNotFound),
+        };
+        pass.allows(app, body.meta().private)?;
+        ctx.tier = Some(tier);
+        metrics::get()
+            .hosted_requests
+            .with_label_values(&[tier])
+            .inc();
+        h.record_request(key);
+        let body = if vary { body.with_vary() } else { body };
+        return match write_image(app, session, body, pass.cache_control()).await {
+            // Streamed images open their object only here.
+            Err(ApiError::ImageNotFound) if !retried => {
+                retried = true;
+                continue;
+            }
+            other => other,
+        };
+    }
 }
 
 /// The image is still downloading after IMAGE_PERSIST_TIMEOUT_MS: the
@@ -188,10 +218,24 @@ async fn load(app: &App, meta: std::sync::Arc<ImageMeta>) -> Result<Body, ApiErr
     if !h.fits_in_memory(meta.size) {
         return Ok(Body::Stream(meta));
     }
-    match h.load_into_memory(meta).await {
+    match h.load_into_memory(meta.clone()).await {
         Ok(img) => Ok(Body::Memory(img)),
-        Err(StoreError::NotFound) => Err(ApiError::ImageNotFound),
-        Err(e) => Err(ApiError::StorageUnavailable(e.to_string())),
+        Err(e) => Err(unreadable(app, &meta, e).await),
+    }
+}
+
+/// A store error as the client sees it. A missing object, or one whose
+/// length is not its row's, is a 404 (a lost object is counted and, when
+/// its source may still answer, queued for a fresh download, which the
+/// caller's second lookup finds); anything else is storage trouble.
+async fn unreadable(app: &App, meta: &ImageMeta, e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound => ApiError::ImageNotFound,
+        StoreError::WrongSize { .. } => {
+            app.hosting.lost(meta).await;
+            ApiError::ImageNotFound
+        }
+        e => ApiError::StorageUnavailable(e.to_string()),
     }
 }
 
@@ -267,7 +311,13 @@ async fn write_image(
         }
         (_, Some(Source::File(file))) => send_file(session, resp, &meta, &file, start, len).await,
         (Body::Memory(img), _) => {
-            let all = img.bytes.slice(start as usize..(start + len) as usize);
+            // Read-all checks the length against the row, so this holds;
+            // a mismatch still must not panic on a request path.
+            let Some(all) = slice(&img.bytes, start, len) else {
+                return Err(ApiError::Internal(
+                    "cached bytes shorter than their row".into(),
+                ));
+            };
             write_memory(session, resp, all).await
         }
         (Body::Stream(meta), Some(Source::Stream(stream))) => {
@@ -280,6 +330,13 @@ async fn write_image(
     };
     metrics::get().hosted_bytes_sent.inc_by(sent);
     Ok(())
+}
+
+/// `len` bytes from `start`, when `bytes` holds them.
+fn slice(bytes: &Bytes, start: u64, len: u64) -> Option<Bytes> {
+    let start = usize::try_from(start).ok()?;
+    let end = start.checked_add(usize::try_from(len).ok()?)?;
+    (end <= bytes.len()).then(|| bytes.slice(start..end))
 }
 
 /// The header and the first chunk leave in one `writev`; the shared `Bytes`
@@ -401,8 +458,7 @@ async fn open_source(
     };
     match opened {
         Ok(s) => Ok(s),
-        Err(StoreError::NotFound) => Err(ApiError::ImageNotFound),
-        Err(e) => Err(ApiError::StorageUnavailable(e.to_string())),
+        Err(e) => Err(unreadable(app, meta, e).await),
     }
 }
 

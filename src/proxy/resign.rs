@@ -6,6 +6,7 @@
 
 use crate::config::SigningConfig;
 use crate::ids::{parse_hosted_path, UserId, HOSTED_PREFIX};
+use crate::ignored_params::IgnoredParams;
 use crate::rewrite::{self, NotJson};
 use crate::signing::{hosted_url, unsigned_params};
 
@@ -26,6 +27,7 @@ fn own_hosted<'a>(s: &'a str, base: &str) -> Option<(&'a str, Option<&'a str>)> 
 /// are none. URLs of other users, and anything not ours, stay as they are.
 pub fn resign(
     cfg: &SigningConfig,
+    ignored: &IgnoredParams,
     body: &[u8],
     user: &UserId,
     base: &str,
@@ -44,7 +46,16 @@ pub fn resign(
         if key.user != *user {
             continue;
         }
-        let url = hosted_url(cfg, base, path, &unsigned_params(query), now_secs);
+        // Ignored parameters are never signed: the check takes them out
+        // before it verifies (finding 16).
+        let query = ignored.strip(query);
+        let url = hosted_url(
+            cfg,
+            base,
+            path,
+            &unsigned_params(query.as_deref()),
+            now_secs,
+        );
         out.push((span, url));
     }
     Ok((!out.is_empty()).then(|| rewrite::replace_spans(body, &out)))
@@ -86,9 +97,16 @@ mod tests {
         .to_string()
         .replace("\"n\":1.5", "\"n\":1.50");
         let al = UserId::parse("al").unwrap();
-        let out = resign(&cfg(), body.as_bytes(), &al, BASE, 1_000)
-            .unwrap()
-            .unwrap();
+        let out = resign(
+            &cfg(),
+            &IgnoredParams::default(),
+            body.as_bytes(),
+            &al,
+            BASE,
+            1_000,
+        )
+        .unwrap()
+        .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         let signer = cfg().signer.unwrap();
         for (i, want_query) in [(0, "exp=1600&sig="), (1, "w=256&exp=1600&sig=")] {
@@ -110,7 +128,15 @@ mod tests {
         // Nothing of the user's: no new body.
         let bo_only = serde_json::json!({"x": theirs}).to_string();
         assert_eq!(
-            resign(&cfg(), bo_only.as_bytes(), &al, BASE, 0).unwrap(),
+            resign(
+                &cfg(),
+                &IgnoredParams::default(),
+                bo_only.as_bytes(),
+                &al,
+                BASE,
+                0
+            )
+            .unwrap(),
             None
         );
     }

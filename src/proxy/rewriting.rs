@@ -124,9 +124,15 @@ async fn rewrite_body(
         if let Some(user) = app.cfg.user_id.resolve_trusted(&facts) {
             let current = out.as_deref().unwrap_or(&decoded);
             let now = crate::clock::now_ms() / 1000;
-            if let Some(signed) =
-                super::resign::resign(&app.cfg.signing, current, &user, &base, now)
-                    .map_err(|_| RewriteFailure::NotJson)?
+            if let Some(signed) = super::resign::resign(
+                &app.cfg.signing,
+                &app.cfg.variants.ignored_params,
+                current,
+                &user,
+                &base,
+                now,
+            )
+            .map_err(|_| RewriteFailure::NotJson)?
             {
                 out = Some(signed);
             }

@@ -121,7 +121,9 @@ async fn deleted_and_recreated_images_do_not_inherit_views() {
             .await
             .unwrap();
         // Deleted: its hours no longer show.
-        repo.delete_images(&[key("a", 1)]).await.unwrap();
+        repo.delete_images(&[key("a", 1)], crate::repo::GoneReason::Deleted)
+            .await
+            .unwrap();
         let top = repo.top_viewed(T0, 10).await.unwrap();
         assert_eq!(top.len(), 1);
         assert_eq!(top[0].key, key("a", 0));

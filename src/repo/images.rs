@@ -2,7 +2,7 @@
 //! failed, postponed, requested.
 
 use super::row::{self, opt_text, text, to_db, COLUMNS};
-use super::{HandOut, Hit, ImageRecord, RepoError, SqlRepo};
+use super::{HandOut, Hit, ImageRecord, Marked, RepoError, SqlRepo};
 use crate::ids::ImageKey;
 use crate::store::ImageMeta;
 
@@ -40,7 +40,7 @@ const MARK_STORED: &str = "UPDATE hosted_images SET state = 'stored', format = $
      size_bytes = $4, sha256 = $5, width = $6, height = $7, stored_at = $8, last_error = NULL, \
      failed_at = NULL, lease_owner = NULL, lease_until = 0, \
      requested_at = CASE WHEN requested_at < $8 THEN $8 ELSE requested_at END \
-     WHERE user_id = $1 AND image_id = $2 RETURNING requested_at";
+     WHERE user_id = $1 AND image_id = $2 RETURNING requested_at, private";
 
 const UPSERT_STORED: &str = "INSERT INTO hosted_images \
      (user_id, image_id, state, format, size_bytes, sha256, source_url, prediction_id, \
@@ -55,7 +55,8 @@ const UPSERT_STORED: &str = "INSERT INTO hosted_images \
        stored_at = excluded.stored_at, last_error = NULL, failed_at = NULL, \
        lease_owner = NULL, lease_until = 0, \
        requested_at = CASE WHEN hosted_images.requested_at < excluded.requested_at \
-                      THEN excluded.requested_at ELSE hosted_images.requested_at END";
+                      THEN excluded.requested_at ELSE hosted_images.requested_at END \
+     RETURNING private";
 
 const UPSERT_RECORD: &str = "INSERT INTO hosted_images \
      (user_id, image_id, state, format, size_bytes, sha256, source_url, prediction_id, \
@@ -90,7 +91,7 @@ impl SqlRepo {
         &self,
         m: &ImageMeta,
         dims: Option<(u32, u32)>,
-    ) -> Result<Option<u64>, RepoError> {
+    ) -> Result<Option<Marked>, RepoError> {
         let mut tx = self.begin().await?;
         let row = sqlx::query(MARK_STORED)
             .bind(m.key.user.as_str())
@@ -110,7 +111,10 @@ impl SqlRepo {
         // just stored must not be swept by it.
         dequeue(&mut tx, &m.relative_path()).await?;
         tx.commit().await?;
-        Ok(Some(row::from_db(sqlx::Row::try_get(&r, "requested_at")?)))
+        Ok(Some(Marked {
+            requested_at: row::from_db(sqlx::Row::try_get(&r, "requested_at")?),
+            private: sqlx::Row::try_get::<i64, _>(&r, "private")? != 0,
+        }))
     }
 
     pub(super) async fn upsert_stored_row(
@@ -118,9 +122,9 @@ impl SqlRepo {
         m: &ImageMeta,
         requested_at: u64,
         trusted: bool,
-    ) -> Result<(), RepoError> {
+    ) -> Result<bool, RepoError> {
         let mut tx = self.begin().await?;
-        sqlx::query(UPSERT_STORED)
+        let r = sqlx::query(UPSERT_STORED)
             .bind(m.key.user.as_str())
             .bind(m.key.id.as_str())
             .bind(m.format.ext())
@@ -131,11 +135,11 @@ impl SqlRepo {
             .bind(to_db(m.created_at))
             .bind(to_db(requested_at.max(m.created_at)))
             .bind(i64::from(trusted))
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
         dequeue(&mut tx, &m.relative_path()).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(sqlx::Row::try_get::<i64, _>(&r, "private")? != 0)
     }
 
     /// Imports a record as an older store kept it; a row already in the
@@ -200,6 +204,33 @@ impl SqlRepo {
         .execute(&self.write)
         .await?;
         Ok(())
+    }
+
+    /// A stored row whose object turned out lost (finding 13) becomes
+    /// pending again, due now, when it has a source to download from and
+    /// still describes the bytes that were found wrong (`sha256`), so two
+    /// requests finding the same loss requeue it once.
+    pub(super) async fn requeue_lost_row(
+        &self,
+        key: &ImageKey,
+        sha256: &str,
+        now: u64,
+    ) -> Result<bool, RepoError> {
+        let done = sqlx::query(
+            "UPDATE hosted_images SET state = 'pending', due_at = $4, attempts = 0, \
+             lease_owner = NULL, lease_until = 0, \
+             last_error = 'stored object lost (wrong length); downloading again' \
+             WHERE user_id = $1 AND image_id = $2 AND state = 'stored' AND sha256 = $3 \
+             AND source_url IS NOT NULL",
+        )
+        .bind(key.user.as_str())
+        .bind(key.id.as_str())
+        .bind(sha256)
+        .bind(to_db(now))
+        .execute(&self.write)
+        .await?
+        .rows_affected();
+        Ok(done > 0)
     }
 
     /// One transaction for the whole batch: request times are flushed every

@@ -17,6 +17,7 @@ mod queries;
 mod row;
 pub mod schema;
 mod sql;
+mod tombstones;
 mod variants;
 mod views;
 mod webhooks;
@@ -30,9 +31,11 @@ use crate::image_format::Format;
 use crate::store::ImageMeta;
 
 pub use admin::AdminRepo;
+pub use deletes::Removal;
 pub use dialect::Dialect;
 pub use sql::SqlRepo;
-pub use variants::{VariantPut, VariantRecord};
+pub use tombstones::{GoneReason, Tombstone};
+pub use variants::{VariantHit, VariantPut, VariantRecord};
 pub use views::TopImage;
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +119,15 @@ impl ImageRecord {
             vary_accept: false,
         })
     }
+}
+
+/// A row just marked stored, as far as serving its bytes needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Marked {
+    pub requested_at: u64,
+    /// The row's flag: the downloaded image is served (and cached) with it,
+    /// never as public by default (issue 20, finding 5).
+    pub private: bool,
 }
 
 /// A source about to be handed out as a hosted URL.
@@ -208,29 +220,35 @@ pub trait Repo: Send + Sync + AdminRepo {
 
     async fn get(&self, key: &ImageKey) -> Result<Option<ImageRecord>, RepoError>;
 
-    /// The bytes are in the store. Returns the row's last request time, or
-    /// `None` when the row is gone (deleted while the download ran): the
-    /// caller must remove the bytes again.
+    /// The bytes are in the store. Returns the row as it now is, or `None`
+    /// when the row is gone (deleted while the download ran): the caller
+    /// must remove the bytes again.
     async fn mark_stored(
         &self,
         meta: &ImageMeta,
         dims: Option<(u32, u32)>,
-    ) -> Result<Option<u64>, RepoError>;
+    ) -> Result<Option<Marked>, RepoError>;
 
     /// An image stored without a pending row first (a `data:` URI, an
     /// import, a reindex). Keeps request times already recorded. `trusted`:
     /// its user id came from a trusted source (see [`HandOut::trusted`]).
+    /// Returns the row's private flag.
     async fn upsert_stored(
         &self,
         meta: &ImageMeta,
         requested_at: u64,
         trusted: bool,
-    ) -> Result<(), RepoError>;
+    ) -> Result<bool, RepoError>;
 
     /// Upserts a row as it was in an older store (import of its journal).
     async fn upsert_record(&self, rec: &ImageRecord) -> Result<(), RepoError>;
 
     async fn mark_failed(&self, key: &ImageKey, reason: &str, now: u64) -> Result<(), RepoError>;
+
+    /// A stored row whose object is lost becomes pending again, due `now`,
+    /// if it has a source and still has this `sha256`. `false` otherwise.
+    async fn requeue_lost(&self, key: &ImageKey, sha256: &str, now: u64)
+        -> Result<bool, RepoError>;
 
     /// Not the source's fault (storage trouble): try again at `due_at`.
     async fn postpone(&self, key: &ImageKey, reason: &str, due_at: u64) -> Result<(), RepoError>;
@@ -265,11 +283,28 @@ pub trait Repo: Send + Sync + AdminRepo {
 
     async fn record_hits(&self, hits: &[Hit]) -> Result<(), RepoError>;
 
-    /// Removes rows and queues their objects for deletion, in one
-    /// transaction. Returns the rows that were there.
-    async fn delete_images(&self, keys: &[ImageKey]) -> Result<Vec<ImageRecord>, RepoError>;
+    /// Removes rows, queues their objects for deletion and leaves their
+    /// tombstones (`reason`), in one transaction. Returns the rows that
+    /// were there.
+    async fn delete_images(
+        &self,
+        keys: &[ImageKey],
+        reason: GoneReason,
+    ) -> Result<Vec<ImageRecord>, RepoError>;
 
-    async fn delete_user(&self, user: &UserId) -> Result<Vec<ImageRecord>, RepoError>;
+    /// Deletes up to `limit` of the user's rows (reason `deleted`), as
+    /// [`Repo::delete_images`] does; empty when none are left.
+    async fn delete_user_page(
+        &self,
+        user: &UserId,
+        limit: u32,
+    ) -> Result<Vec<ImageRecord>, RepoError>;
+
+    /// What is remembered of a deleted image, if anything.
+    async fn tombstone(&self, key: &ImageKey) -> Result<Option<Tombstone>, RepoError>;
+
+    /// Forgets tombstones older than `before`, and all but the newest `keep`.
+    async fn prune_tombstones(&self, before: u64, keep: u32) -> Result<u64, RepoError>;
 
     /// Deletes the user's stored images beyond `limit`, least recently
     /// requested first, never one requested at or after `protect_since`.
@@ -281,7 +316,19 @@ pub trait Repo: Send + Sync + AdminRepo {
     ) -> Result<Vec<ImageRecord>, RepoError>;
 
     async fn queued_deletes(&self, limit: u32) -> Result<Vec<String>, RepoError>;
+    /// Dequeues a path: called before its bytes are stored again (see
+    /// [`Repo::remove_queued`]).
     async fn forget_queued_delete(&self, path: &str) -> Result<(), RepoError>;
+    /// Queues an object no row describes, for [`Repo::remove_queued`].
+    async fn queue_delete(&self, path: &str) -> Result<(), RepoError>;
+    /// Removes a queued object from `store`, only while it is still queued,
+    /// the check and the removal being one step to a writer that dequeues
+    /// the path before storing it again (issue 20, finding 14).
+    async fn remove_queued(
+        &self,
+        path: &str,
+        store: &dyn crate::store::Store,
+    ) -> Result<Removal, RepoError>;
 
     /// Which of `keys` still have a stored row, with their private flag.
     async fn existing(&self, keys: &[ImageKey]) -> Result<HashMap<ImageKey, bool>, RepoError>;
@@ -390,8 +437,13 @@ pub trait Repo: Send + Sync + AdminRepo {
     ) -> Result<Option<VariantRecord>, RepoError>;
 
     /// Records a variant whose bytes are in the store, only while its image
-    /// is stored; the first recording of a variant key wins.
-    async fn record_variant(&self, v: &VariantRecord) -> Result<VariantPut, RepoError>;
+    /// is stored; the first recording of a variant key wins. At `limit`
+    /// variants the least recently requested make room, in the same
+    /// transaction.
+    async fn record_variant(&self, v: &VariantRecord, limit: u64) -> Result<VariantPut, RepoError>;
+
+    /// Variants served since the last flush.
+    async fn record_variant_hits(&self, hits: &[VariantHit]) -> Result<(), RepoError>;
 
     /// Bytes of each image's variants (images without any are absent): the
     /// disk cap frees them with their image.
@@ -408,5 +460,7 @@ pub trait Repo: Send + Sync + AdminRepo {
     async fn forget_variant(&self, key: &ImageKey, variant_key: &str) -> Result<(), RepoError>;
 }
 
+#[cfg(test)]
+mod safety_tests;
 #[cfg(test)]
 mod tests;

@@ -10,8 +10,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 use super::{
-    Cursor, Dialect, HandOut, Hit, ImageRecord, PurgeStats, QueuedPurge, Repo, RepoError, Totals,
-    UserTotal, VariantPut, VariantRecord,
+    Cursor, Dialect, GoneReason, HandOut, Hit, ImageRecord, Marked, PurgeStats, QueuedPurge,
+    Removal, Repo, RepoError, Tombstone, Totals, UserTotal, VariantHit, VariantPut, VariantRecord,
 };
 use crate::ids::{ImageId, ImageKey, UserId};
 use crate::store::ImageMeta;
@@ -172,7 +172,7 @@ impl Repo for SqlRepo {
         &self,
         meta: &ImageMeta,
         dims: Option<(u32, u32)>,
-    ) -> Result<Option<u64>, RepoError> {
+    ) -> Result<Option<Marked>, RepoError> {
         self.mark_stored_row(meta, dims).await
     }
 
@@ -181,7 +181,7 @@ impl Repo for SqlRepo {
         meta: &ImageMeta,
         requested_at: u64,
         trusted: bool,
-    ) -> Result<(), RepoError> {
+    ) -> Result<bool, RepoError> {
         self.upsert_stored_row(meta, requested_at, trusted).await
     }
 
@@ -191,6 +191,15 @@ impl Repo for SqlRepo {
 
     async fn mark_failed(&self, key: &ImageKey, reason: &str, now: u64) -> Result<(), RepoError> {
         self.mark_failed_row(key, reason, now).await
+    }
+
+    async fn requeue_lost(
+        &self,
+        key: &ImageKey,
+        sha256: &str,
+        now: u64,
+    ) -> Result<bool, RepoError> {
+        self.requeue_lost_row(key, sha256, now).await
     }
 
     async fn postpone(&self, key: &ImageKey, reason: &str, due_at: u64) -> Result<(), RepoError> {
@@ -231,12 +240,28 @@ impl Repo for SqlRepo {
         self.record_hit_rows(hits).await
     }
 
-    async fn delete_images(&self, keys: &[ImageKey]) -> Result<Vec<ImageRecord>, RepoError> {
-        self.delete_image_rows(keys).await
+    async fn delete_images(
+        &self,
+        keys: &[ImageKey],
+        reason: GoneReason,
+    ) -> Result<Vec<ImageRecord>, RepoError> {
+        self.delete_image_rows(keys, reason).await
     }
 
-    async fn delete_user(&self, user: &UserId) -> Result<Vec<ImageRecord>, RepoError> {
-        self.delete_user_rows(user).await
+    async fn delete_user_page(
+        &self,
+        user: &UserId,
+        limit: u32,
+    ) -> Result<Vec<ImageRecord>, RepoError> {
+        self.delete_user_page_rows(user, limit).await
+    }
+
+    async fn tombstone(&self, key: &ImageKey) -> Result<Option<Tombstone>, RepoError> {
+        self.tombstone_row(key).await
+    }
+
+    async fn prune_tombstones(&self, before: u64, keep: u32) -> Result<u64, RepoError> {
+        self.prune_tombstone_rows(before, keep).await
     }
 
     async fn enforce_user_limit(
@@ -255,6 +280,18 @@ impl Repo for SqlRepo {
 
     async fn forget_queued_delete(&self, path: &str) -> Result<(), RepoError> {
         self.forget_queued_path(path).await
+    }
+
+    async fn queue_delete(&self, path: &str) -> Result<(), RepoError> {
+        self.queue_object_path(path).await
+    }
+
+    async fn remove_queued(
+        &self,
+        path: &str,
+        store: &dyn crate::store::Store,
+    ) -> Result<Removal, RepoError> {
+        self.remove_queued_object(path, store).await
     }
 
     async fn existing(&self, keys: &[ImageKey]) -> Result<HashMap<ImageKey, bool>, RepoError> {
@@ -391,8 +428,12 @@ impl Repo for SqlRepo {
         self.variant_row(key, variant_key).await
     }
 
-    async fn record_variant(&self, v: &VariantRecord) -> Result<VariantPut, RepoError> {
-        self.record_variant_row(v).await
+    async fn record_variant(&self, v: &VariantRecord, limit: u64) -> Result<VariantPut, RepoError> {
+        self.record_variant_row(v, limit).await
+    }
+
+    async fn record_variant_hits(&self, hits: &[VariantHit]) -> Result<(), RepoError> {
+        self.record_variant_hit_rows(hits).await
     }
 
     async fn variant_bytes(

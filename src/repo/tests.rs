@@ -116,7 +116,11 @@ async fn hand_out_then_store() {
         let at = repo
             .mark_stored(&meta(&key("u", 1), 42, 2_500), Some((64, 48)))
             .await;
-        assert_eq!(at.unwrap(), Some(2_500), "being stored counts as a request");
+        assert_eq!(
+            at.unwrap().map(|m| m.requested_at),
+            Some(2_500),
+            "being stored counts as a request"
+        );
         let r = repo.get(&key("u", 1)).await.unwrap().unwrap();
         assert_eq!(r.state, ImageState::Stored);
         assert_eq!(
@@ -160,7 +164,7 @@ async fn a_deleted_row_refuses_its_download() {
             .await
             .unwrap();
         let gone = repo
-            .delete_user(&UserId::parse("u").unwrap())
+            .delete_user_page(&UserId::parse("u").unwrap(), 100)
             .await
             .unwrap();
         assert_eq!(gone.len(), 1);

@@ -13,7 +13,7 @@ use super::leases::{key_list, KEYS_PER_STATEMENT};
 use super::queries::like_prefix;
 use super::row::{self, from_db, to_db};
 use super::{RepoError, SqlRepo};
-use crate::ids::{ImageKey, UserId};
+use crate::ids::ImageKey;
 use crate::image_format::Format;
 use crate::store::{variant_dir, variant_path, ImageMeta};
 
@@ -74,7 +74,9 @@ impl VariantRecord {
 /// What recording a freshly made variant did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VariantPut {
-    Recorded,
+    /// Recorded; `evicted` made room for it (their rows are gone and their
+    /// objects queued for deletion, in the same transaction).
+    Recorded { evicted: Vec<VariantRecord> },
     /// Another replica (or an earlier make) recorded this variant first:
     /// its row wins.
     Exists(VariantRecord),
@@ -117,6 +119,61 @@ async fn queue(tx: &mut Transaction<'static, Any>, rows: &[AnyRow]) -> Result<()
     Ok(())
 }
 
+/// A variant served, for its last request time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VariantHit {
+    pub key: ImageKey,
+    pub variant_key: String,
+    pub at: u64,
+}
+
+/// Deletes the least recently requested variants of `key` until one more
+/// fits under `limit`, queueing their objects; returns them. In the
+/// caller's transaction, which holds the image row's lock.
+async fn make_room(
+    tx: &mut Transaction<'static, Any>,
+    key: &ImageKey,
+    limit: u64,
+) -> Result<Vec<VariantRecord>, RepoError> {
+    let n = sqlx::query(
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM image_variants \
+         WHERE user_id = $1 AND image_id = $2",
+    )
+    .bind(key.user.as_str())
+    .bind(key.id.as_str())
+    .fetch_one(&mut **tx)
+    .await?;
+    let over = from_db(n.try_get("n")?)
+        .saturating_add(1)
+        .saturating_sub(limit);
+    if over == 0 {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT {COLUMNS} FROM image_variants WHERE user_id = $1 AND image_id = $2 \
+         ORDER BY requested_at ASC, variant_key ASC LIMIT $3"
+    );
+    let victims = sqlx::query(&sql)
+        .bind(key.user.as_str())
+        .bind(key.id.as_str())
+        .bind(to_db(over))
+        .fetch_all(&mut **tx)
+        .await?;
+    for r in &victims {
+        sqlx::query(
+            "DELETE FROM image_variants \
+             WHERE user_id = $1 AND image_id = $2 AND variant_key = $3",
+        )
+        .bind(key.user.as_str())
+        .bind(key.id.as_str())
+        .bind(r.try_get::<String, _>("variant_key")?)
+        .execute(&mut **tx)
+        .await?;
+    }
+    queue(tx, &victims).await?;
+    victims.iter().map(record).collect()
+}
+
 /// Deletes the variant rows of these images and queues their objects, in
 /// the caller's transaction (the one deleting the image rows).
 pub(super) async fn delete_of_images(
@@ -138,19 +195,6 @@ pub(super) async fn delete_of_images(
     Ok(())
 }
 
-/// Every variant of a user's images, as [`delete_of_images`] does.
-pub(super) async fn delete_of_user(
-    tx: &mut Transaction<'static, Any>,
-    user: &UserId,
-) -> Result<(), RepoError> {
-    let sql = format!("DELETE FROM image_variants WHERE user_id = $1 RETURNING {COLUMNS}");
-    let rows = sqlx::query(&sql)
-        .bind(user.as_str())
-        .fetch_all(&mut **tx)
-        .await?;
-    queue(tx, &rows).await
-}
-
 impl SqlRepo {
     pub(super) async fn variant_row(
         &self,
@@ -170,9 +214,15 @@ impl SqlRepo {
         r.as_ref().map(record).transpose()
     }
 
+    /// Records a variant while its image is stored. At `limit` variants,
+    /// the least recently requested ones make room first (issue 20,
+    /// finding 4: a legitimate variant is never refused because others
+    /// were made), inside this transaction, which holds the image row's
+    /// lock: concurrent makes of one image queue here and never overshoot.
     pub(super) async fn record_variant_row(
         &self,
         v: &VariantRecord,
+        limit: u64,
     ) -> Result<VariantPut, RepoError> {
         let mut tx = self.begin().await?;
         // Locks the image row for the rest of this transaction (a no-op
@@ -192,9 +242,25 @@ impl SqlRepo {
         if locked == 0 {
             return Ok(VariantPut::ImageGone);
         }
-        let inserted = sqlx::query(&format!(
-            "INSERT INTO image_variants ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (user_id, image_id, variant_key) DO NOTHING"
+        let sql = format!(
+            "SELECT {COLUMNS} FROM image_variants \
+             WHERE user_id = $1 AND image_id = $2 AND variant_key = $3"
+        );
+        let first = sqlx::query(&sql)
+            .bind(v.key.user.as_str())
+            .bind(v.key.id.as_str())
+            .bind(v.variant_key.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(r) = first {
+            let existing = record(&r)?;
+            tx.commit().await?;
+            return Ok(VariantPut::Exists(existing));
+        }
+        let evicted = make_room(&mut tx, &v.key, limit).await?;
+        sqlx::query(&format!(
+            "INSERT INTO image_variants ({COLUMNS}, requested_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)"
         ))
         .bind(v.key.user.as_str())
         .bind(v.key.id.as_str())
@@ -206,23 +272,7 @@ impl SqlRepo {
         .bind(i64::from(v.height))
         .bind(to_db(v.created_at))
         .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            let sql = format!(
-                "SELECT {COLUMNS} FROM image_variants \
-                 WHERE user_id = $1 AND image_id = $2 AND variant_key = $3"
-            );
-            let r = sqlx::query(&sql)
-                .bind(v.key.user.as_str())
-                .bind(v.key.id.as_str())
-                .bind(v.variant_key.as_str())
-                .fetch_one(&mut *tx)
-                .await?;
-            let existing = record(&r)?;
-            tx.commit().await?;
-            return Ok(VariantPut::Exists(existing));
-        }
+        .await?;
         // The image may have been deleted and stored again: a delete of
         // the earlier variant at this very path may still be queued, and
         // must not remove the bytes just stored.
@@ -231,7 +281,33 @@ impl SqlRepo {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(VariantPut::Recorded)
+        Ok(VariantPut::Recorded { evicted })
+    }
+
+    /// Moves variants' last request times forward (batched, like images').
+    pub(super) async fn record_variant_hit_rows(
+        &self,
+        hits: &[VariantHit],
+    ) -> Result<(), RepoError> {
+        if hits.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        for h in hits {
+            sqlx::query(
+                "UPDATE image_variants SET requested_at = CASE WHEN requested_at < $4 \
+                 THEN $4 ELSE requested_at END \
+                 WHERE user_id = $1 AND image_id = $2 AND variant_key = $3",
+            )
+            .bind(h.key.user.as_str())
+            .bind(h.key.id.as_str())
+            .bind(h.variant_key.as_str())
+            .bind(to_db(h.at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     pub(super) async fn variant_count_of(&self, key: &ImageKey) -> Result<u64, RepoError> {

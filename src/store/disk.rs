@@ -251,6 +251,8 @@ impl Store for DiskStore {
         // spawn_blocking (BENCHMARKS.md). A cold read stalls this worker for
         // one chunk, as sendfile stalls an nginx worker.
         let mut file = std::fs::File::open(&path).map_err(StoreError::from_io)?;
+        // Short or long, the file is not the image its row describes.
+        super::check_size(meta, file.metadata().map_err(StoreError::from_io)?.len())?;
         if start > 0 {
             file.seek(SeekFrom::Start(start))
                 .map_err(StoreError::from_io)?;
@@ -279,13 +281,7 @@ impl Store for DiskStore {
         let file = std::fs::File::open(self.image_path(meta)).map_err(StoreError::from_io)?;
         // Checked before any header goes out: a short file would otherwise
         // end the body early.
-        let len = file.metadata().map_err(StoreError::from_io)?.len();
-        if len < meta.size {
-            return Err(StoreError::Io(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "image file is shorter than its metadata",
-            )));
-        }
+        super::check_size(meta, file.metadata().map_err(StoreError::from_io)?.len())?;
         Ok(Some(file))
     }
 
@@ -293,11 +289,7 @@ impl Store for DiskStore {
         let data = tokio::fs::read(self.image_path(meta))
             .await
             .map_err(StoreError::from_io)?;
-        if data.len() as u64 != meta.size {
-            return Err(StoreError::Backend(
-                "stored size does not match metadata".into(),
-            ));
-        }
+        super::check_size(meta, data.len() as u64)?;
         Ok(Bytes::from(data))
     }
 

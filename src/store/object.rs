@@ -345,6 +345,9 @@ impl Store for ObjectBackend {
             .get_opts(&self.object(&meta.relative_path()), opts)
             .await
             .map_err(backend)?;
+        // The object's whole length, even for a ranged read: a short one
+        // would end the body early, a long one would not be this image.
+        super::check_size(meta, result.meta.size)?;
         Ok(Box::pin(
             result.into_stream().map_err(std::io::Error::other),
         ))
@@ -356,7 +359,12 @@ impl Store for ObjectBackend {
             .get(&self.object(&meta.relative_path()))
             .await
             .map_err(backend)?;
-        r.bytes().await.map_err(backend)
+        super::check_size(meta, r.meta.size)?;
+        let bytes = r.bytes().await.map_err(backend)?;
+        // Checked again: the object can change between the answer's
+        // header and its end.
+        super::check_size(meta, bytes.len() as u64)?;
+        Ok(bytes)
     }
 
     async fn delete(&self, relative_path: &str) -> Result<(), StoreError> {

@@ -183,7 +183,7 @@ async fn the_admin_page_in_a_real_browser() {
 
     // 3: the image deleted in the browser is gone for everyone.
     let gone = fetch(client().get(p.url(&ada[5].hosted.path))).await;
-    assert_eq!(gone.status, 404);
+    assert_eq!(gone.status, 410, "deleted: image_gone");
     // 5: the zip the button downloaded holds the three originals.
     assert_eq!(result["zip_name"], "cy-images.zip");
     let zip = std::fs::read(result["zip"].as_str().unwrap_or_default()).expect("the download");

@@ -119,7 +119,7 @@ async fn every_post_needs_the_sessions_csrf_token() {
     let r = post_form(&s.proxy, &a, &delete, &[("csrf", &csrf_a)]).await;
     assert_eq!((r.status, r.h("location")), (303, "/admin/ui/users/mia"));
     let gone = fetch(client().get(s.proxy.url(&img.hosted.path))).await;
-    assert_eq!(gone.status, 404);
+    assert_eq!(gone.status, 410, "deleted: image_gone");
 
     // Deleting a user needs the user id typed out.
     let other = store(&s, "mia", "m2.png", "", art::png(2, 64)).await;
@@ -138,7 +138,7 @@ async fn every_post_needs_the_sessions_csrf_token() {
     .await;
     assert_eq!(r.status, 303, "{}", r.text());
     let gone = fetch(client().get(s.proxy.url(&other.hosted.path))).await;
-    assert_eq!(gone.status, 404);
+    assert_eq!(gone.status, 410, "deleted: image_gone");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -143,6 +143,26 @@ impl Db {
         r.get::<i64, _>("n") as u64
     }
 
+    /// `(variant_key, sha256)` of an image's variants.
+    pub async fn variants_of(&self, user: &str, id: &str) -> Vec<(String, String)> {
+        sqlx::query(
+            "SELECT variant_key, sha256 FROM image_variants WHERE user_id = $1 AND image_id = $2",
+        )
+        .bind(user)
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .expect("variant rows")
+        .iter()
+        .map(|r| {
+            (
+                r.get::<String, _>("variant_key"),
+                r.get::<String, _>("sha256"),
+            )
+        })
+        .collect()
+    }
+
     pub async fn count(&self, sql_where: &str) -> u64 {
         let r = sqlx::query(&format!(
             "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM hosted_images WHERE {sql_where}"

@@ -144,6 +144,11 @@ impl FileHost {
     }
 
     /// Removes every fault configured for `path` (not the expiry).
+    /// Serves an expired `path` again.
+    pub fn revive(&self, path: &str) {
+        self.state.lock().unwrap().expired.remove(&norm(path));
+    }
+
     pub fn clear_faults(&self, path: &str) {
         let p = norm(path);
         let mut st = self.state.lock().unwrap();

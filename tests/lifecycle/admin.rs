@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delete_answers_404_at_once_even_from_the_memory_cache() {
+async fn delete_answers_410_at_once_even_from_the_memory_cache() {
     let s = stands(&[]).await;
     let storage = s.proxy.storage_path().to_path_buf();
     let x = store_png(&s, "u1", "x.png", &fixtures::unique_png(30)).await;
@@ -33,7 +33,7 @@ async fn delete_answers_404_at_once_even_from_the_memory_cache() {
     assert_eq!(admin_delete(&s.proxy, &path).await, 204);
     assert_gone(&get(&s.proxy, &x).await, "deleted while cached");
     let head = fetch(client().head(s.proxy.url(&x.hosted.path))).await;
-    assert_eq!(head.status, 404, "HEAD of a deleted image");
+    assert_eq!(head.status, 410, "HEAD of a deleted image");
     assert_not_on_disk(&storage, &x);
     assert_eq!(s.proxy.metric("permaproxy_stored_images").await, 1.0);
     assert_eq!(
@@ -331,7 +331,7 @@ async fn a_delete_racing_requests_leaves_nothing_behind() {
                     let c = client();
                     while !stop.load(Ordering::SeqCst) {
                         match c.get(&url).send().await.map(|r| r.status().as_u16()) {
-                            Ok(200 | 404) => answered.fetch_add(1, Ordering::SeqCst),
+                            Ok(200 | 410) => answered.fetch_add(1, Ordering::SeqCst),
                             other => panic!("answer while deleting: {other:?}"),
                         };
                     }

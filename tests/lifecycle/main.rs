@@ -16,11 +16,13 @@
 mod common;
 
 mod admin;
+mod lost;
 mod namespace;
 mod persistence;
 mod purge;
 mod rules;
 mod safe_defaults;
+mod tombstones;
 mod upgrade;
 
 use common::*;
@@ -118,12 +120,25 @@ pub fn assert_served(r: &Reply, img: &Img, what: &str) {
     );
 }
 
-/// Asserts a 404 with the JSON error body.
+/// Asserts the image is not served: `410 image_gone` for a deleted one
+/// (issue 20, finding 17), or `404 image_not_found`, with the JSON body.
 #[track_caller]
 pub fn assert_gone(r: &Reply, what: &str) {
     let body: String = r.text().chars().take(200).collect();
-    assert_eq!(r.status, 404, "{what}: status, body {body:?}");
-    assert_eq!(r.json()["code"], "image_not_found", "{what}: {}", r.text());
+    let code = match r.status {
+        410 => "image_gone",
+        404 => "image_not_found",
+        other => panic!("{what}: status {other}, body {body:?}"),
+    };
+    assert_eq!(r.json()["code"], code, "{what}: {}", r.text());
+}
+
+/// Asserts `410 image_gone` with this reason.
+#[track_caller]
+pub fn assert_deleted(r: &Reply, reason: &str, what: &str) {
+    assert_eq!(r.status, 410, "{what}: {}", r.text());
+    assert_eq!(r.json()["code"], "image_gone", "{what}");
+    assert_eq!(r.json()["reason"], reason, "{what}");
 }
 
 /// An admin request with `Authorization: Bearer {token}` (none when `None`).

@@ -1,6 +1,8 @@
 //! Faults between a replica and the bucket, and what they must not leave
 //! behind: a multipart upload cut mid-part is aborted (finding 9), and
-//! `cleanup --dry-run` beside a live replica changes nothing (finding 6).
+//! `cleanup --dry-run` beside a live replica changes nothing (finding 6),
+//! and an object shorter or longer than its row is lost, never a panic
+//! (issue 20, finding 13).
 
 use crate::common::fixtures;
 use crate::common::*;
@@ -175,4 +177,50 @@ async fn finding_06_cleanup_dry_run_on_s3_changes_nothing() {
     assert!(stored, "the live download did not complete");
     let r = fetch(client().get(live.url(&pending.path))).await;
     assert_same_bytes(&r.body, &slow_bytes, "the download in flight");
+}
+
+/// Issue 20, finding 13: an object shorter than its row made the memory
+/// path slice past the end (a panic, a reset connection). Now a short or
+/// long object is lost: downloaded again while its source answers, else
+/// 404, counted either way; the disk store answers the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_13_s3_short_or_long_object_is_lost_not_a_panic() {
+    let w = World::new().await;
+    let a = w.replica(&[]).await;
+    let lost = r#"permaproxy_storage_errors_total{kind="lost"}"#;
+    // Short, source alive: stored again from the source.
+    let short = w
+        .store(
+            &a,
+            "sol",
+            "short.png",
+            &fixtures::unique_png(91),
+            "image/png",
+        )
+        .await;
+    let half = short.bytes[..short.bytes.len() / 2].to_vec();
+    w.garage.overwrite(&short.object_key(), half).await;
+    assert_serves(&get(&a, &short, &[]).await, &short, "downloaded again");
+    let (object, _) = w.garage.object(&short.object_key()).await.expect("object");
+    assert_eq!(object.len(), short.bytes.len(), "whole in the bucket again");
+    assert_eq!(a.metric(lost).await, 1.0);
+    // Long, source gone: 404, and the replica keeps serving.
+    let long = w
+        .store(
+            &a,
+            "sol",
+            "long.png",
+            &fixtures::unique_png(92),
+            "image/png",
+        )
+        .await;
+    w.host.expire(&long.source_path);
+    let mut grown = long.bytes.clone();
+    grown.extend_from_slice(b"not part of the image");
+    w.garage.overwrite(&long.object_key(), grown).await;
+    let r = get(&a, &long, &[]).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(r.json()["code"], "image_not_found");
+    assert_eq!(a.metric(lost).await, 2.0);
+    assert_serves(&get(&a, &short, &[]).await, &short, "others still served");
 }

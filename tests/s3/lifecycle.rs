@@ -173,5 +173,5 @@ async fn finding_05_an_image_another_replica_serves_is_not_evicted() {
     );
     w.host.expire(&x.source_path);
     assert_serves(&get(&b, &x, &[]).await, &x, "B, after A's store");
-    assert_eq!(status_of(&a, &y).await, 404);
+    assert_eq!(status_of(&a, &y).await, 410, "evicted: image_gone");
 }

@@ -184,7 +184,7 @@ async fn a_delete_on_one_replica_stops_the_other_serving_it() {
     )
     .await;
     assert_eq!(r.status, 204, "admin DELETE on A: {}", r.text());
-    assert_eq!(status_of(&a, &img).await, 404, "A after its own delete");
+    assert_eq!(status_of(&a, &img).await, 410, "A after its own delete");
     assert!(
         !w.garage.keys().await.contains(&img.object_key()),
         "the object is gone from the bucket"
@@ -192,12 +192,14 @@ async fn a_delete_on_one_replica_stops_the_other_serving_it() {
 
     // B held it in memory; within the revalidation time (1 s, bounded
     // here by 10 s) it checks the bucket and stops serving it.
-    let stopped = wait_until(secs(10), || async { status_of(&b, &img).await == 404 }).await;
+    let stopped = wait_until(secs(10), || async { status_of(&b, &img).await == 410 }).await;
     assert!(stopped, "B still serves a deleted image after 10 s");
     let r = get(&b, &img, &[]).await;
-    assert_eq!(r.status, 404, "and it stays gone");
-    assert_eq!(r.json()["code"], "image_not_found", "{}", r.text());
-    assert_eq!(head(&b, &img).await.status, 404, "HEAD agrees");
+    // Deleted: 410 with its reason (issue 20, finding 17).
+    assert_eq!(r.status, 410, "and it stays gone");
+    assert_eq!(r.json()["code"], "image_gone", "{}", r.text());
+    assert_eq!(r.json()["reason"], "deleted", "{}", r.text());
+    assert_eq!(head(&b, &img).await.status, 410, "HEAD agrees");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@
 mod common;
 
 mod admin;
+mod safe;
 
 use base64::Engine;
 use common::stands::generate;

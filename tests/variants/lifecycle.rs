@@ -57,7 +57,7 @@ async fn deleting_an_image_deletes_its_variants() {
     assert_eq!(variant_rows(&s.proxy, &a).await, 0);
     assert_eq!(queued_deletes(&s.proxy).await, 0, "nothing left queued");
     // Served from memory a moment ago, gone now.
-    assert_eq!(get(&s.proxy, &a, "w=64", &[]).await.status, 404);
+    assert_eq!(get(&s.proxy, &a, "w=64", &[]).await.status, 410);
     assert_eq!(
         get(&s.proxy, &b, "w=64", &[]).await.status,
         200,
@@ -74,7 +74,8 @@ async fn deleting_an_image_deletes_its_variants() {
     assert_eq!(variant_rows(&s.proxy, &b).await, 0);
     assert_eq!(
         get(&s.proxy, &b, "w=128&format=webp", &[]).await.status,
-        404
+        410,
+        "deleted: image_gone"
     );
     assert_eq!(queued_deletes(&s.proxy).await, 0);
 }
@@ -97,7 +98,7 @@ async fn the_user_limit_ignores_variants_and_evicts_them_with_their_image() {
     assert_eq!(get(&s.proxy, &b, "w=64", &[]).await.status, 200);
     assert_eq!(get(&s.proxy, &b, "", &[]).await.status, 200);
     // b's arrival pushed a out, variants and all.
-    assert_eq!(get(&s.proxy, &a, "", &[]).await.status, 404);
+    assert_eq!(get(&s.proxy, &a, "", &[]).await.status, 410);
     assert!(variant_files(&s.proxy, &a).is_empty());
     assert_eq!(variant_rows(&s.proxy, &a).await, 0);
     assert_eq!(variant_files(&s.proxy, &b).len(), 1);

@@ -19,8 +19,9 @@ use crate::variants::VariantSpec;
 /// The variant asked for, if the query asks for one. `exp` and `sig`
 /// (signed URLs) are not variant parameters: a query of only those is the
 /// image itself.
-pub(super) fn requested(app: &App, session: &Session) -> Result<Option<VariantSpec>, ApiError> {
-    let Some(query) = session.req_header().uri.query() else {
+/// `query`: the request's, without IMAGE_IGNORED_PARAMS.
+pub(super) fn requested(app: &App, query: Option<&str>) -> Result<Option<VariantSpec>, ApiError> {
+    let Some(query) = query else {
         return Ok(None);
     };
     VariantSpec::parse(query, &app.cfg.variants.widths).map_err(|e| {
@@ -46,7 +47,8 @@ pub(super) async fn serve(
 ) -> Result<(), ApiError> {
     // A variant's metadata does not carry its image's private flag (it can
     // change after the variant is made), so it is read from the image.
-    if pass.needs_private_flag(app) {
+    let sees_private = pass.sees_private(app);
+    if !sees_private {
         let private = app
             .hosting
             .is_private(&key)
@@ -66,7 +68,7 @@ pub(super) async fn serve(
     loop {
         let found = app
             .hosting
-            .open_variant(&key, spec, accept.as_deref())
+            .open_variant(&key, spec, accept.as_deref(), sees_private)
             .await;
         let (tier, body) = match found {
             Ok(VariantLookup::Memory(img)) => ("memory", Body::Memory(img)),
@@ -88,10 +90,7 @@ pub(super) async fn serve(
             Err(f) => {
                 if matches!(
                     f,
-                    VariantFail::Busy
-                        | VariantFail::TooLarge(_)
-                        | VariantFail::Undecodable(_)
-                        | VariantFail::TooMany(_)
+                    VariantFail::Busy | VariantFail::TooLarge(_) | VariantFail::Undecodable(_)
                 ) {
                     rejected();
                 }

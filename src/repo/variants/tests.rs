@@ -2,8 +2,8 @@
 
 use super::super::tests::databases;
 use super::*;
-use crate::ids::ImageId;
-use crate::repo::{HandOut, NewImage, Repo, VariantPut};
+use crate::ids::{ImageId, UserId};
+use crate::repo::{GoneReason, HandOut, NewImage, Repo, VariantPut};
 
 fn key(user: &str, n: u32) -> ImageKey {
     ImageKey::new(
@@ -67,14 +67,17 @@ async fn recorded_once_and_read_back() {
     for repo in databases().await {
         let k = store(&repo, "u", 1, 1_000).await;
         let v = variant(&k, W256, 300, "ab");
-        assert_eq!(repo.record_variant(&v).await.unwrap(), VariantPut::Recorded);
+        assert_eq!(
+            repo.record_variant(&v, 32).await.unwrap(),
+            VariantPut::Recorded { evicted: vec![] }
+        );
         assert_eq!(repo.get_variant(&k, W256).await.unwrap(), Some(v.clone()));
         assert_eq!(repo.get_variant(&k, W64).await.unwrap(), None);
         assert_eq!(repo.variant_count(&k).await.unwrap(), 1);
         // A second make of the same variant (another replica) loses.
         let other = variant(&k, W256, 310, "ef");
         assert_eq!(
-            repo.record_variant(&other).await.unwrap(),
+            repo.record_variant(&other, 32).await.unwrap(),
             VariantPut::Exists(v.clone())
         );
         assert_eq!(
@@ -97,15 +100,17 @@ async fn no_variant_without_a_stored_image() {
     for repo in databases().await {
         let missing = key("u", 9);
         assert_eq!(
-            repo.record_variant(&variant(&missing, W256, 1, "ab"))
+            repo.record_variant(&variant(&missing, W256, 1, "ab"), 32)
                 .await
                 .unwrap(),
             VariantPut::ImageGone
         );
         let k = store(&repo, "u", 1, 1_000).await;
-        repo.delete_images(std::slice::from_ref(&k)).await.unwrap();
+        repo.delete_images(std::slice::from_ref(&k), GoneReason::Deleted)
+            .await
+            .unwrap();
         assert_eq!(
-            repo.record_variant(&variant(&k, W256, 1, "ab"))
+            repo.record_variant(&variant(&k, W256, 1, "ab"), 32)
                 .await
                 .unwrap(),
             VariantPut::ImageGone
@@ -124,10 +129,14 @@ async fn deletes_take_variants_along() {
         let b = store(&repo, "u", 2, 1_001).await;
         for k in [&a, &b] {
             for (vk, d) in [(W256, "ab"), (W64, "12")] {
-                repo.record_variant(&variant(k, vk, 10, d)).await.unwrap();
+                repo.record_variant(&variant(k, vk, 10, d), 32)
+                    .await
+                    .unwrap();
             }
         }
-        repo.delete_images(std::slice::from_ref(&a)).await.unwrap();
+        repo.delete_images(std::slice::from_ref(&a), GoneReason::Deleted)
+            .await
+            .unwrap();
         let mut queued = repo
             .queued_variant_deletes(std::slice::from_ref(&a))
             .await
@@ -160,14 +169,14 @@ async fn deletes_take_variants_along() {
         );
 
         // delete_user
-        repo.record_variant(&variant(&c, W256, 10, "ab"))
+        repo.record_variant(&variant(&c, W256, 10, "ab"), 32)
             .await
             .unwrap();
         let other = store(&repo, "someone_else", 4, 2_000).await;
-        repo.record_variant(&variant(&other, W256, 10, "ab"))
+        repo.record_variant(&variant(&other, W256, 10, "ab"), 32)
             .await
             .unwrap();
-        repo.delete_user(&c.user).await.unwrap();
+        repo.delete_user_page(&c.user, 1000).await.unwrap();
         assert_eq!(repo.get_variant(&c, W256).await.unwrap(), None);
         assert_eq!(
             repo.queued_variant_deletes(std::slice::from_ref(&c))
@@ -191,10 +200,12 @@ async fn queued_paths_are_matched_literally() {
     for repo in databases().await {
         let a = store(&repo, "a_b", 1, 1_000).await;
         let near = ImageKey::new(UserId::parse("axb").unwrap(), a.id.clone());
-        repo.record_variant(&variant(&a, W256, 10, "ab"))
+        repo.record_variant(&variant(&a, W256, 10, "ab"), 32)
             .await
             .unwrap();
-        repo.delete_images(std::slice::from_ref(&a)).await.unwrap();
+        repo.delete_images(std::slice::from_ref(&a), GoneReason::Deleted)
+            .await
+            .unwrap();
         assert!(repo
             .queued_variant_deletes(&[near])
             .await
