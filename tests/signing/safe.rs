@@ -4,7 +4,7 @@
 
 use super::*;
 
-const TOKEN: &str = "signing-safe-token-0123456789";
+const TOKEN: &str = "signing-safe-token-0123456789abcdef";
 
 fn admin_private(path: &str) -> String {
     let rest = path.strip_prefix("/v1/images/hosted/").unwrap();
