@@ -95,14 +95,8 @@ uid="$("${PODMAN[@]}" exec "$NAME" id -u)"
 say "runs as uid 10001; HEALTHCHECK (permaproxy health) passes"
 
 # --- a generate call, rewritten and served ---------------------------------
-curl -fsS -X POST -H 'content-type: application/json' -H 'x-user-id: ci-user' \
-  -d '{"prompt":"a photo"}' "http://127.0.0.1:$port/v1/images/generate" >"$work/generate.json" \
-  || fail "generate call failed"
-hosted="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["output"][0])' "$work/generate.json")"
-case "$hosted" in
-  "http://127.0.0.1:$port/"*) ;;
-  *) fail "generate was not rewritten to a hosted URL: $(cat "$work/generate.json")" ;;
-esac
+hosted="$(generate_hosted "http://127.0.0.1:$port" ci-user "http://127.0.0.1:$port" "$work/generate.json")" \
+  || fail "generate call failed or was not rewritten"
 curl -fsS "http://127.0.0.1:$files/expire" >/dev/null
 curl -fsS -o "$work/served.png" "$hosted" || fail "GET $hosted failed"
 cmp -s "$work/served.png" "$FIXTURE" || fail "$hosted did not serve the source's bytes"

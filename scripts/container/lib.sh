@@ -43,3 +43,18 @@ wait_for() { # SECONDS_ CMD...
     sleep 0.2
   done
 }
+
+# POSTs a generate call to the proxy at BASE as USER (the stand-in Studio API
+# answers with a Replicate URL); checks the answer's first output was
+# rewritten to a URL under HOSTED_BASE and prints it. The answer is kept in
+# JSON_OUT for error messages.
+generate_hosted() { # BASE USER HOSTED_BASE JSON_OUT
+  local url
+  curl -fsS -X POST -H 'content-type: application/json' -H "x-user-id: $2" \
+    -d '{"prompt":"a photo"}' "$1/v1/images/generate" >"$4" || return 1
+  url="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["output"][0])' "$4")" || return 1
+  case "$url" in
+    "$3/"*) echo "$url" ;;
+    *) echo "not rewritten to a hosted URL: $(cat "$4")" >&2; return 1 ;;
+  esac
+}
