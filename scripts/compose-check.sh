@@ -81,7 +81,9 @@ if ! podman image exists docker.io/dxflrs/garage:v2.5.0; then
   cp scripts/compose/garage.Dockerfile "$work/garage/Dockerfile"
   stand_in docker.io/dxflrs/garage:v2.5.0 "$work/garage/Dockerfile" "$work/garage"
 fi
-build localhost/permaproxy-stand-ins:check scripts/compose/stand-ins.Dockerfile .
+mkdir -p "$work/stand-ins"
+cp scripts/container/stand_ins.py "$FIXTURE" "$work/stand-ins/"
+build localhost/permaproxy-stand-ins:check scripts/compose/stand-ins.Dockerfile "$work/stand-ins"
 say "images ready ($((SECONDS - started)) s)"
 
 # --- up --------------------------------------------------------------------

@@ -6,7 +6,8 @@
 #   - /__permaproxy/healthz answers on the public port, and the image's
 #     HEALTHCHECK (`permaproxy health`) passes;
 #   - a generate call is rewritten to a hosted URL, whose bytes are the
-#     source's, byte for byte, even once the source has expired;
+#     source's, byte for byte (metadata stripping off), even once the
+#     source has expired;
 #   - SIGTERM (`podman stop`, docker's default 10 s) stops it cleanly in time;
 #   - a new container on the same volume still serves the image.
 #
@@ -83,6 +84,7 @@ run_container() {
     -e UPSTREAM_URL="http://127.0.0.1:$studio" \
     -e REPLICATE_HOSTS="127.0.0.1:$files" \
     -e IMAGE_ALLOW_HTTP_SOURCES=true \
+    -e IMAGE_STRIP_METADATA=false \
     "$IMAGE" >/dev/null
   wait_for 60 curl -fsS "http://127.0.0.1:$port/__permaproxy/healthz" \
     || fail "/__permaproxy/healthz did not answer on the public port $port"
