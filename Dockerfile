@@ -7,12 +7,18 @@
 #     permaproxy
 #
 # Three stages:
-#   planner  turns the source tree into a "skeleton": the manifests plus an
-#            empty stub for every .rs file. Its output only changes when
-#            Cargo.toml / Cargo.lock change or .rs files are added/removed,
-#            so the dependency layer below stays cached across ordinary edits.
+#   planner  makes a "skeleton" of the source tree: the manifests, the lockfile,
+#            vendor/ whole (pingora-core and pingora-proxy are patched path
+#            dependencies: they must be real for anything to build) and an
+#            empty stub for every other .rs file. It only changes when
+#            Cargo.toml / Cargo.lock / vendor/ change or .rs files are
+#            added/removed, so the dependency layer below stays cached across
+#            ordinary edits.
 #   builder  compiles the dependencies against the skeleton, then the real crate.
 #   runtime  debian:bookworm-slim with ca-certificates and the binary, non-root.
+#
+# The Rust image is pinned to the version CI builds and tests with; Cargo.toml's
+# rust-version says the same. scripts/container.sh builds and runs this file.
 #
 # BuildKit cache mounts are deliberately not used: Railway only accepts them
 # with a service-specific id (`id=s/<service id>-<path>`), which would tie this
@@ -21,20 +27,21 @@
 ############################
 # planner
 ############################
-FROM rust:1-bookworm AS planner
+FROM rust:1.95-bookworm AS planner
 WORKDIR /src
 COPY . .
-# Copy manifests, lockfile and toolchain/cargo config verbatim; turn every .rs
-# file into a stub (empty lib.rs, `fn main() {}` elsewhere) so targets declared
-# in Cargo.toml (bins, benches, tests, build.rs) still resolve.
+# Manifests, lockfile and toolchain/cargo config verbatim, vendor/ whole; every
+# other .rs file becomes a stub (empty lib.rs, `fn main() {}` elsewhere) so
+# targets declared in Cargo.toml (bins, benches, tests) still resolve.
 RUN set -eu; \
     mkdir -p /skeleton; \
-    find . \( -name target -o -name .git \) -prune -o -type f \
+    cp -a vendor /skeleton/vendor; \
+    find . \( -name target -o -name .git -o -path ./vendor \) -prune -o -type f \
          \( -name Cargo.toml -o -name Cargo.lock -o -name 'rust-toolchain*' -o -path './.cargo/config*' \) -print \
     | while IFS= read -r f; do \
         mkdir -p "/skeleton/$(dirname "$f")"; cp "$f" "/skeleton/$f"; \
       done; \
-    find . \( -name target -o -name .git \) -prune -o -type f -name '*.rs' -print \
+    find . \( -name target -o -name .git -o -path ./vendor \) -prune -o -type f -name '*.rs' -print \
     | while IFS= read -r f; do \
         mkdir -p "/skeleton/$(dirname "$f")"; \
         case "$f" in \
@@ -46,7 +53,7 @@ RUN set -eu; \
 ############################
 # builder
 ############################
-FROM rust:1-bookworm AS builder
+FROM rust:1.95-bookworm AS builder
 # cmake: libz-ng-sys (pulled in by Pingora) builds zlib-ng from source.
 # nasm: rav1e's x86 assembly (AVIF encoding for variants). Nothing new is
 # needed at run time: libwebp and rav1e are linked statically.
@@ -60,10 +67,11 @@ COPY --from=planner /skeleton/ ./
 RUN cargo build --release --locked
 
 # 2. The real sources. COPY keeps the build context's mtimes, which can be
-#    older than the stub build above; touch them so cargo cannot mistake the
-#    stub artifacts for fresh ones.
+#    older than the stub build above; touch the crate's own files so cargo
+#    cannot mistake the stub artifacts for fresh ones. vendor/ is left alone:
+#    it was built for real above, and touching it would rebuild Pingora.
 COPY . .
-RUN find . -path ./target -prune -o -type f -name '*.rs' -exec touch {} + \
+RUN find . \( -path ./target -o -path ./vendor \) -prune -o -type f -name '*.rs' -exec touch {} + \
  && cargo build --release --locked \
  && install -D -m 0755 target/release/permaproxy /out/permaproxy
 
@@ -106,16 +114,28 @@ ENV IMAGE_STORAGE_PATH=/data/images \
 #    Railway mounts volumes owned by root, so this non-root image cannot write
 #    to it unless the service sets RAILWAY_RUN_UID=0 (Railway's documented fix).
 
-# No HEALTHCHECK: the slim image has no curl/wget to run one, and the admin
-# /healthz only listens on 127.0.0.1. Railway has its own HTTP check instead
-# (railway.toml: healthcheckPath), which calls GET /__permaproxy/healthz on the
-# PUBLIC port ($PORT); the proxy answers that path itself instead of
-# forwarding it to the upstream.
+# The health check asks the public listener (/__permaproxy/healthz on
+# 127.0.0.1:$PORT, or LISTEN_ADDR's port) from inside the container: the slim
+# image has no curl, so the binary asks itself. It answers 503 once a SIGTERM
+# has started the drain. Railway ignores HEALTHCHECK and calls the same path
+# itself (railway.toml: healthcheckPath).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["/usr/local/bin/permaproxy", "health"]
 
 USER 10001:10001
 EXPOSE 8080
 
-# SIGTERM = graceful shutdown (SHUTDOWN_GRACE_SECS); SIGINT = fast stop.
+# Stopping. SIGTERM is graceful: SHUTDOWN_DRAIN_SECS of drain (/readyz and the
+# health path answer 503, listeners still accept), then up to
+# SHUTDOWN_GRACE_SECS for the requests in flight; the process exits as soon as
+# they are done. SIGINT is a fast stop. The orchestrator's kill timer always
+# wins: `docker stop` sends SIGKILL 10 s after SIGTERM unless told otherwise
+# (--stop-timeout / compose's stop_grace_period; Railway's drainingSeconds,
+# 15 in railway.toml). The image therefore sets a grace of 8 s, so drain 0 +
+# grace 8 + the exit itself fit inside docker's default 10 s. Raise the timer
+# before raising either setting: it must be at least drain + grace + 2 s.
+ENV SHUTDOWN_DRAIN_SECS=0 \
+    SHUTDOWN_GRACE_SECS=8
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/permaproxy"]
 CMD ["serve"]

@@ -15,6 +15,7 @@
 //! - [`serve`]: hosted-image responses (ETag, Range, conditional requests).
 //! - [`admin`]: the private admin listener (health, metrics, admin API, web page).
 //! - [`variants`]: resized/converted image variants and metadata stripping.
+//! - [`shutdown`]: SIGTERM's drain, then the grace period.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -26,6 +27,7 @@ pub mod demo;
 pub mod error;
 pub mod fetch;
 pub mod forwarded;
+pub mod health;
 pub mod hosting;
 pub mod ids;
 pub mod ignored_params;
@@ -41,6 +43,7 @@ pub mod repo;
 pub mod rewrite;
 pub mod serve;
 pub mod server;
+pub mod shutdown;
 pub mod signing;
 pub mod sources;
 pub mod store;

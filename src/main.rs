@@ -39,6 +39,13 @@ enum Command {
     Demo,
     /// Validate the configuration and print the effective one, secrets redacted
     CheckConfig,
+    /// Ask the local public listener's /__permaproxy/healthz; exit 0 on a 200
+    /// (a container HEALTHCHECK: the image has no curl)
+    Health {
+        /// Give up after this many seconds
+        #[arg(long, default_value_t = 3, value_name = "SECS")]
+        timeout: u64,
+    },
     /// Apply the retention, per-user and disk-cap rules to the store now
     Cleanup {
         /// Print what would be deleted and why, and change nothing
@@ -82,6 +89,10 @@ fn main() -> ExitCode {
             }),
         Command::CheckConfig => load(cli.config.as_ref(), &[]).map(|cfg| {
             println!("# configuration is valid\n{}", cfg.describe());
+        }),
+        Command::Health { timeout } => load(cli.config.as_ref(), &[]).and_then(|cfg| {
+            let timeout = std::time::Duration::from_secs(timeout.max(1));
+            permaproxy::health::check(&cfg, timeout).map_err(|e| e.to_string())
         }),
         Command::Cleanup { dry_run } => load(cli.config.as_ref(), &[]).and_then(|cfg| {
             permaproxy::logging::init(cfg.log_format);

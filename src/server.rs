@@ -1,19 +1,19 @@
 //! Assembles the Pingora server: the public proxy, the admin listener and
 //! the maintenance loop (recovery, cleanup, access-time flushes).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
-use pingora::server::{ExecutionPhase, RunArgs, Server, ShutdownWatch};
+use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 
 use crate::admin::AdminService;
 use crate::config::Config;
 use crate::hosting::Hosting;
-use crate::proxy::{App, IN_FLIGHT};
+use crate::proxy::App;
+use crate::shutdown::DrainingSignals;
 
 /// Request times are written at most this often.
 const FLUSH_EVERY: Duration = Duration::from_secs(2);
@@ -42,7 +42,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
     let conf = ServerConf {
         threads: cfg.worker_threads,
         // The grace period is an upper bound here: the watcher below exits
-        // as soon as the requests in flight are done.
+        // as soon as the requests in flight are done. It starts after the
+        // drain (src/shutdown.rs).
         grace_period_seconds: Some(cfg.shutdown_grace.as_secs()),
         graceful_shutdown_timeout_seconds: Some(1),
         ..Default::default()
@@ -65,7 +66,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
         },
     ));
 
-    watch_shutdown(
+    crate::shutdown::exit_when_idle(
         &server,
         hosting.clone(),
         engine.handle().clone(),
@@ -81,7 +82,11 @@ pub fn run(cfg: Config) -> Result<(), String> {
         persist_mode = ?cfg.persist.mode,
         "permaproxy starting"
     );
-    server.run(RunArgs::default());
+    server.run(RunArgs {
+        shutdown_signal: Box::new(DrainingSignals {
+            drain: cfg.shutdown_drain,
+        }),
+    });
     engine.block_on(hosting.shutdown());
     Ok(())
 }
@@ -109,40 +114,6 @@ fn warn_about_setup(cfg: &Config) {
     }
     // The access log is written in batches: the last one must not be lost.
     crate::logging::flush();
-}
-
-/// Pingora sleeps for the whole grace period after SIGTERM. This exits as
-/// soon as the requests in flight have finished instead. Downloads still
-/// running are left to the journal, which recovers them at the next start.
-fn watch_shutdown(
-    server: &Server,
-    hosting: Arc<Hosting>,
-    engine: tokio::runtime::Handle,
-    grace: Duration,
-) {
-    let mut phases = server.watch_execution_phase();
-    std::thread::spawn(move || loop {
-        match phases.blocking_recv() {
-            Ok(ExecutionPhase::GracefulTerminate) => {
-                let deadline = Instant::now() + grace;
-                // Give requests accepted just before the signal a moment to
-                // register, then wait for them.
-                std::thread::sleep(Duration::from_millis(50));
-                while IN_FLIGHT.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                tracing::info!(
-                    in_flight = IN_FLIGHT.load(Ordering::SeqCst),
-                    "graceful stop complete"
-                );
-                engine.block_on(hosting.shutdown());
-                std::process::exit(0);
-            }
-            Ok(_) => {}
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-            Err(_) => return,
-        }
-    });
 }
 
 fn later_interval(period: Duration) -> tokio::time::Interval {

@@ -85,6 +85,11 @@ async fn prometheus(State(ctx): State<Arc<Ctx>>) -> Response {
 }
 
 async fn readyz(State(ctx): State<Arc<Ctx>>) -> Response {
+    // Once SIGTERM has started the drain, say so at once: the point is that
+    // a load balancer stops sending here before the listeners close.
+    if crate::shutdown::draining() {
+        return json(503, &json!({"status": "draining"}));
+    }
     let storage = ctx.hosting.ready().await;
     let up = &ctx.cfg.upstream;
     let upstream = tokio::time::timeout(

@@ -78,6 +78,7 @@ pub struct Config {
     pub admin_token: Option<String>,
     pub log_format: LogFormat,
     pub shutdown_grace: Duration,
+    pub shutdown_drain: Duration,
     /// The raw values after layering, for `check-config`.
     pub raw: BTreeMap<String, String>,
 }
@@ -161,6 +162,7 @@ impl Config {
                 }
             },
             shutdown_grace: Duration::from_secs(raw.parse::<u64>("SHUTDOWN_GRACE_SECS")?),
+            shutdown_drain: Duration::from_secs(raw.parse::<u64>("SHUTDOWN_DRAIN_SECS")?),
             raw: raw.into_map(),
         };
         Ok(cfg)

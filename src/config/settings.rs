@@ -129,7 +129,8 @@ pub const SETTINGS: &[Setting] = &[
     s("CDN_PURGE_WEBHOOK_URL", "", "where purge requests are POSTed (webhook)"),
     secret("CDN_PURGE_WEBHOOK_SECRET", "whsec_… key that signs purge webhooks, Standard Webhooks style (webhook)"),
     s("LOG_FORMAT", "", "json | pretty; default pretty on a terminal, json otherwise"),
-    s("SHUTDOWN_GRACE_SECS", "10", "on SIGTERM, how long requests in flight may take to finish"),
+    s("SHUTDOWN_DRAIN_SECS", "0", "on SIGTERM, how long health answers 503 while the listeners still accept, before they close (5 behind Kubernetes or a load balancer)"),
+    s("SHUTDOWN_GRACE_SECS", "10", "on SIGTERM, after the drain, how long requests in flight may take to finish"),
 ];
 
 pub fn find(name: &str) -> Option<&'static Setting> {

@@ -160,7 +160,14 @@ impl ProxyHttp for App {
         let path = session.req_header().uri.path();
         if path == PUBLIC_HEALTH_PATH {
             ctx.route = Route::Health;
-            respond::json(session, 200, &serde_json::json!({"status": "ok"})).await;
+            // 503 while draining, as /readyz: a balancer that can only
+            // reach the public port stops sending before it closes.
+            let (status, body) = if crate::shutdown::draining() {
+                (503, serde_json::json!({"status": "draining"}))
+            } else {
+                (200, serde_json::json!({"status": "ok"}))
+            };
+            respond::json(session, status, &body).await;
             return Ok(true);
         }
         if path.starts_with(HOSTED_PREFIX) {

@@ -24,7 +24,7 @@ const CONTROLLED_PREFIXES: &[&str] = &[
     "ADMIN_TOKEN",
     "LOG_FORMAT",
     "RUST_LOG",
-    "SHUTDOWN_GRACE_SECS",
+    "SHUTDOWN_",
     "WORKER_THREADS",
     "S3_",
     "PERMAPROXY_",

@@ -115,3 +115,32 @@ async fn the_admin_listener_drops_a_client_that_never_finishes_its_headers() {
         String::from_utf8_lossy(&buf)
     );
 }
+
+/// `permaproxy health`, the container's HEALTHCHECK: it finds the public
+/// listener from the same settings as `serve` (PORT alone, as Railway and
+/// the image set it, means 0.0.0.0:$PORT, asked on loopback).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_command_asks_the_public_listener() {
+    let s = stands(&[]).await;
+    let addr = s.proxy.addr();
+    let port = addr.rsplit(':').next().unwrap_or_default();
+    let (code, _, stderr) = Proxy::run(
+        &["health"],
+        &[("LISTEN_ADDR", ""), ("PORT", port)],
+        secs(10),
+    )
+    .await;
+    assert_eq!(code, 0, "health with PORT={port}: {stderr}");
+    let (code, _, stderr) = Proxy::run(&["health"], &[("LISTEN_ADDR", &addr)], secs(10)).await;
+    assert_eq!(code, 0, "health with LISTEN_ADDR={addr}: {stderr}");
+
+    let dead = free_port().to_string();
+    let (code, _, stderr) = Proxy::run(
+        &["health"],
+        &[("LISTEN_ADDR", ""), ("PORT", &dead)],
+        secs(10),
+    )
+    .await;
+    assert_eq!(code, 1, "health with nothing on port {dead}: {stderr}");
+    assert!(stderr.contains(&format!("127.0.0.1:{dead}")), "{stderr}");
+}
