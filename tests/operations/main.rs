@@ -7,12 +7,14 @@
 //! - `health`: `/readyz`, `/healthz` and the public health path;
 //! - `logs`: JSON access lines and credential redaction;
 //! - `shutdown`: SIGTERM while a slow upstream request is in flight;
-//! - `cli`: `--help` and `check-config`.
+//! - `cli`: `--help` and `check-config`;
+//! - `demo`: `permaproxy demo`'s walkthrough alone on stdout, its log in a file.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod cli;
+mod demo;
 mod health;
 mod limits;
 mod logs;
