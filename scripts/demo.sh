@@ -3,5 +3,5 @@
 # Replicate file host on loopback, and a walk through the whole flow.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup-build.sh
 exec cargo run --release --quiet -- demo "$@"

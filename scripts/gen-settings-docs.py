@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Regenerates the settings table in README.md and conf/permaproxy.example.toml
-from src/config/settings.rs, the single source of truth for settings.
+"""Regenerates the settings table in docs/settings.md (between its
+settings-table markers) and conf/permaproxy.example.toml from
+src/config/settings.rs, the single source of truth for settings.
 
 Run it after adding or changing a setting; `cargo test --lib` checks that both
 documents list every setting.
@@ -11,7 +12,9 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SETTINGS = ROOT / "src/config/settings.rs"
-README = ROOT / "README.md"
+DOCS = ROOT / "docs/settings.md"
+START = "<!-- settings-table:start"
+END = "<!-- settings-table:end -->"
 EXAMPLE = ROOT / "conf/permaproxy.example.toml"
 
 ENTRY = re.compile(
@@ -31,7 +34,7 @@ def settings():
     return out
 
 
-def readme_table(items):
+def docs_table(items):
     rows = ["| Setting | Default | What it does |", "|---|---|---|"]
     for name, default, help_text, secret in items:
         shown = f"`{default}`" if default else "—"
@@ -40,11 +43,11 @@ def readme_table(items):
     return "\n".join(rows)
 
 
-def update_readme(items):
-    text = README.read_text()
-    start = text.index("| Setting | Default | What it does |")
-    end = text.index("\n\n", start)
-    README.write_text(text[:start] + readme_table(items) + text[end:])
+def update_docs(items):
+    text = DOCS.read_text()
+    start = text.index("\n", text.index(START)) + 1
+    end = text.index(END, start)
+    DOCS.write_text(text[:start] + docs_table(items) + "\n" + text[end:])
 
 
 def update_example(items):
@@ -56,9 +59,11 @@ def update_example(items):
 
 def main():
     items = settings()
-    update_readme(items)
+    update_docs(items)
     update_example(items)
-    print(f"{len(items)} settings written to README.md and {EXAMPLE.relative_to(ROOT)}")
+    print(
+        f"{len(items)} settings written to {DOCS.relative_to(ROOT)} and {EXAMPLE.relative_to(ROOT)}"
+    )
 
 
 if __name__ == "__main__":

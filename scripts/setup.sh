@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks to build and test permaproxy:
-# cmake and pkg-config (Pingora builds zlib-ng from source), nasm (rav1e's
-# assembly, for AVIF variants: about 3x faster encodes), a C toolchain,
+# the build dependencies (scripts/setup-build.sh, all the demo needs), then
 # PostgreSQL (the database suites run against a throwaway cluster, see
 # scripts/postgres.sh), Debian's Chromium with a font and playwright-core (the
 # admin page's browser test, tests/admin_ui) and, with --with-garage, the
@@ -10,11 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+scripts/setup-build.sh
+
 missing=()
-command -v cmake >/dev/null 2>&1 || missing+=(cmake)
-command -v nasm >/dev/null 2>&1 || missing+=(nasm)
-command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
-command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 # The admin page's browser test drives Debian's Chromium (never a browser
@@ -31,7 +28,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   # --no-install-recommends: the server binaries, not a running cluster's
   # extras; the tests start their own cluster.
-  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Quiet unless it fails: apt's own chatter (debconf notices) is kept for
+  # the error message.
+  if ! out="$($sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" 2>&1)"; then
+    echo "$out" >&2
+    exit 1
+  fi
 fi
 
 # playwright-core, pinned by tests/admin_ui/package-lock.json. It downloads no

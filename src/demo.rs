@@ -115,7 +115,14 @@ pub fn start_stand_ins() -> Result<Vec<(String, String)>, String> {
             let body = format!(
                 r#"{{"id":"demo-prediction","status":"succeeded","images":[{{"url":"{url}"}}],"output":["{url}"]}}"#
             );
-            return response(200, "application/json", body);
+            // As a real Studio API would after authenticating the caller:
+            // the trusted user id, in a header the proxy reads and removes.
+            let mut r = response(200, "application/json", body);
+            r.headers_mut().insert(
+                USER_HEADER,
+                hyper::header::HeaderValue::from_static(DEMO_USER),
+            );
+            return r;
         }
         response(200, "application/json", r#"{"service":"studio-api stand-in","ok":true}"#)
     }));
@@ -131,6 +138,10 @@ pub fn start_stand_ins() -> Result<Vec<(String, String)>, String> {
         (
             "PUBLIC_BASE_URL".into(),
             format!("http://127.0.0.1:{proxy}"),
+        ),
+        (
+            "IMAGE_USER_ID_FROM".into(),
+            format!("response-header:{USER_HEADER}"),
         ),
         ("LOG_FORMAT".into(), "pretty".into()),
         // Loopback only, and printed: the demo shows the admin page.
@@ -158,10 +169,13 @@ fn walkthrough(proxy: u16, admin: u16, files: u16) {
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        println!("\n=== permaproxy demo ===\n1. POST {base}/v1/images/generate  (Studio API answers with a Replicate-style URL)");
+        let log = std::env::current_dir()
+            .map(|d| d.join(LOG_PATH))
+            .unwrap_or_else(|_| LOG_PATH.into());
+        println!("\n=== permaproxy demo ===\n   proxy log: {}  (tail -f it to watch)", log.display());
+        println!("1. POST {base}/v1/images/generate  (Studio API answers with a Replicate-style URL, and names the signed-in user in {USER_HEADER})");
         let Ok(resp) = client
             .post(format!("{base}/v1/images/generate"))
-            .header("x-user-id", "demo-user")
             .body(r#"{"prompt":"a gradient"}"#)
             .send()
             .await
@@ -188,4 +202,22 @@ fn walkthrough(proxy: u16, admin: u16, files: u16) {
         }
         println!("4. try it yourself:\n   curl -s -X POST {base}/v1/images/generate\n   curl -sI {hosted}\n   curl -sI '{hosted}?w=128&format=webp'    (a 128 px WebP variant)\n   curl -s http://127.0.0.1:{admin}/metrics | grep permaproxy_\n   admin page: http://127.0.0.1:{admin}/admin/ui  (token: {DEMO_ADMIN_TOKEN})\n   (Ctrl-C stops the demo)\n");
     });
+}
+
+/// The response header the stand-in Studio API names its caller in.
+const USER_HEADER: &str = "x-permaproxy-user";
+const DEMO_USER: &str = "demo-user";
+/// Where the proxy's own log lines go, so the terminal shows the story alone.
+pub const LOG_PATH: &str = "data/demo.log";
+
+/// Sends every log line to [`LOG_PATH`] (warnings and errors also to
+/// stderr), emptied at each start.
+pub fn init_logging(format: crate::config::LogFormat) -> Result<(), String> {
+    let path = std::path::Path::new(LOG_PATH);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let file = std::fs::File::create(path).map_err(|e| format!("{LOG_PATH}: {e}"))?;
+    crate::logging::init_to_file(format, file);
+    Ok(())
 }

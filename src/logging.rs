@@ -4,39 +4,75 @@
 
 pub mod access;
 
+use std::fs::File;
+use std::sync::Arc;
+
 use crate::config::LogFormat;
 use tracing::Level;
 use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::fmt::writer::MakeWriterExt;
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::{fmt, EnvFilter};
 
 pub fn init(format: LogFormat) {
+    install(format, None);
+}
+
+/// Every log line, access lines included, goes to `file` (without colours);
+/// only warnings and errors also reach stderr. `permaproxy demo` uses this so
+/// that its story reads alone on the terminal.
+pub fn init_to_file(format: LogFormat, file: File) {
+    install(format, Some(Arc::new(file)));
+}
+
+fn install(format: LogFormat, file: Option<Arc<File>>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Pingora's debug records print whole request and response headers,
     // Authorization and Cookie included, so they stay off whatever RUST_LOG
     // says: credentials must never reach the logs.
     let no_header_dumps =
         filter_fn(|m| !(*m.level() > Level::INFO && m.target().starts_with("pingora")));
-    let output = fmt::layer().with_writer(std::io::stderr);
-    let output = match format {
-        LogFormat::Json => output
+    let output = match (&file, format) {
+        (None, LogFormat::Json) => fmt::layer()
+            .with_writer(std::io::stderr)
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .boxed(),
-        LogFormat::Pretty => output.boxed(),
+        (None, LogFormat::Pretty) => fmt::layer().with_writer(std::io::stderr).boxed(),
+        (Some(f), LogFormat::Json) => fmt::layer()
+            .with_writer(f.clone())
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .boxed(),
+        (Some(f), LogFormat::Pretty) => {
+            fmt::layer().with_writer(f.clone()).with_ansi(false).boxed()
+        }
     };
+    // With the log in a file, warnings and errors still show where the
+    // person is looking.
+    let warnings = file.is_some().then(|| {
+        fmt::layer()
+            .with_writer(std::io::stderr.with_max_level(Level::WARN))
+            .with_target(false)
+    });
     let result = tracing_subscriber::registry()
         .with(filter)
         .with(no_header_dumps)
         .with(output)
+        .with(warnings)
         .try_init();
     if result.is_err() {
         // Already initialised (tests): keep the first subscriber.
     }
     // The access log bypasses tracing, so ask the filter once, now, whether
     // RUST_LOG wants it (`warn` or `access=off` turn it off, as before).
-    access::start(format, tracing::enabled!(target: "access", Level::INFO));
+    access::start(
+        format,
+        tracing::enabled!(target: "access", Level::INFO),
+        file,
+    );
 }
 
 /// Writes what is still buffered for the log; call before the process ends.

@@ -84,7 +84,7 @@ fn main() -> ExitCode {
         Command::Demo => permaproxy::demo::start_stand_ins()
             .and_then(|extra| load(cli.config.as_ref(), &extra))
             .and_then(|cfg| {
-                permaproxy::logging::init(cfg.log_format);
+                permaproxy::demo::init_logging(cfg.log_format)?;
                 permaproxy::server::run(cfg)
             }),
         Command::CheckConfig => load(cli.config.as_ref(), &[]).map(|cfg| {

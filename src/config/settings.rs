@@ -1,7 +1,7 @@
 //! The table of every setting: its name (the environment variable, and the
-//! TOML key), its default and a one-line help. `--help`, `check-config` and the
-//! README are all generated from or checked against this table, so it is the
-//! single source of truth.
+//! TOML key), its default and a one-line help. `--help`, `check-config` and
+//! `docs/settings.md` are all generated from or checked against this table, so
+//! it is the single source of truth.
 
 pub struct Setting {
     pub name: &'static str,

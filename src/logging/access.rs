@@ -13,9 +13,10 @@
 //! message `request`, the same fields), and `RUST_LOG` still decides whether
 //! they are written: [`super::init`] asks the installed filter once.
 
+use std::fs::File;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::LogFormat;
@@ -46,6 +47,8 @@ static LOG: OnceLock<AccessLog> = OnceLock::new();
 
 struct AccessLog {
     style: Style,
+    /// Where lines go; stderr when `None`.
+    file: Option<Arc<File>>,
     pending: Mutex<Pending>,
     wake: Condvar,
     /// Held while a batch is taken and written, so a final [`flush`] cannot
@@ -77,13 +80,15 @@ enum Style {
 }
 
 /// Starts the writer; `enabled` is what the log filter said about
-/// `target: "access"` at INFO. The first call wins, as with `tracing`.
-pub(super) fn start(format: LogFormat, enabled: bool) {
+/// `target: "access"` at INFO; lines go to `file`, or to stderr without one.
+/// The first call wins, as with `tracing`.
+pub(super) fn start(format: LogFormat, enabled: bool, file: Option<Arc<File>>) {
     let style = match format {
         LogFormat::Json => Style::Json,
-        // tracing's default: colours unless NO_COLOR is set.
+        // tracing's default: colours unless NO_COLOR is set, and never in a
+        // file.
         LogFormat::Pretty => Style::Pretty {
-            ansi: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            ansi: file.is_none() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         },
     };
     let mut first = false;
@@ -91,6 +96,7 @@ pub(super) fn start(format: LogFormat, enabled: bool) {
         first = true;
         AccessLog {
             style,
+            file,
             pending: Mutex::new(Pending::default()),
             wake: Condvar::new(),
             writing: Mutex::new(()),
@@ -175,7 +181,10 @@ fn write_batch(log: &AccessLog, batch: &mut Vec<u8>) {
     }
     if !batch.is_empty() {
         // Nothing better to do with a failed log write than to go on.
-        let _ = std::io::stderr().lock().write_all(batch);
+        let _ = match &log.file {
+            Some(f) => (&**f).write_all(batch),
+            None => std::io::stderr().lock().write_all(batch),
+        };
     }
     batch.clear();
     // A burst must not pin a large buffer for the life of the process.

@@ -8,12 +8,14 @@
 //! - `logs`: JSON access lines and credential redaction;
 //! - `shutdown`: SIGTERM while a slow upstream request is in flight;
 //! - `cli`: `--help` and `check-config`;
-//! - `safe_defaults`: start-time refusals and warnings of the safe defaults.
+//! - `safe_defaults`: start-time refusals and warnings of the safe defaults;
+//! - `demo`: `permaproxy demo`'s walkthrough alone on stdout, its log in a file.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod cli;
+mod demo;
 mod health;
 mod limits;
 mod logs;

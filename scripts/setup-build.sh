@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian machine lacks to build permaproxy, and nothing
+# more: cmake and pkg-config (Pingora builds zlib-ng from source), nasm
+# (rav1e's assembly, for AVIF variants: about 3x faster encodes) and a C
+# toolchain. A Rust toolchain is assumed (rustup.rs). scripts/demo.sh runs
+# this; scripts/setup.sh runs it before installing what the tests need.
+# Idempotent and quiet when everything is already there.
+set -euo pipefail
+
+missing=()
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+command -v nasm >/dev/null 2>&1 || missing+=(nasm)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup-build: installing ${missing[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  # Quiet unless it fails: apt's own chatter (debconf notices) is kept for
+  # the error message.
+  if ! out="$($sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" 2>&1)"; then
+    echo "$out" >&2
+    exit 1
+  fi
+fi
