@@ -95,7 +95,8 @@ try {
   assert.equal(await page.locator(".gallery .thumb img").count(), plan.gallery_count - 1);
   assert.equal(Number(await page.textContent("#image-count")), before - 1);
   const gone = await fetch(`${plan.public}${plan.delete_path}`);
-  assert.equal(gone.status, 404, "the hosted URL of the deleted image");
+  assert.equal(gone.status, 410, "the hosted URL of the deleted image");
+  assert.equal((await gone.json()).reason, "deleted", "a deleted image says why");
   result.deleted = plan.delete_id;
 
   step("4. a POST without the session's CSRF token is refused");

@@ -348,20 +348,24 @@ async fn views_are_counted_shown_and_ranked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cleanup_preview_shows_what_would_go_and_changes_nothing() {
-    // The storage cap fits the largest image: a cleanup now would delete
-    // at least one of the three, and never all.
+    // Retention of 2.6 s (0.00003 days); cleanup runs only at start. Once
+    // all three are older, the first is requested again: a cleanup now
+    // would delete the other two, never all. (The disk cap would act as
+    // each image is stored, leaving a preview nothing to show.)
     let pngs: Vec<Vec<u8>> = (0..3).map(|i| art::png(30 + i, 40)).collect();
-    let cap = pngs.iter().map(Vec::len).max().unwrap_or(0).to_string();
-    let s = stands(&[("IMAGE_STORAGE_MAX_BYTES", &cap)]).await;
+    let s = stands(&[("IMAGE_MAX_AGE_DAYS", "0.00003")]).await;
     let mut imgs = Vec::new();
     for (i, png) in pngs.into_iter().enumerate() {
         imgs.push(store(&s, "cap", &format!("k{i}.png"), "", png).await);
     }
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let fresh = fetch(client().get(s.proxy.url(&imgs[0].hosted.path))).await;
+    assert_eq!(fresh.status, 200);
     let session = login(&s.proxy).await;
     let preview = page(&s.proxy, &session, "/admin/ui/cleanup").await;
     assert_eq!(preview.status, 200, "{}", preview.text());
     let html = preview.text();
-    assert!(html.contains("storage_cap"), "reason shown");
+    assert!(html.contains("expired"), "reason shown");
     let listed = imgs.iter().filter(|i| html.contains(i.id())).count();
     assert!(
         (1..3).contains(&listed),
