@@ -118,7 +118,7 @@ async fn per_user_limit_and_cleanup_work_on_the_shared_bucket() {
     );
 
     // Any replica, including a new one on an empty disk, serves what is
-    // left and 404s what went.
+    // left and answers 410 (gone, with its reason) for what went.
     let fresh = w.replica(&[]).await;
     for img in [&d1, &d3, &e1, &e3] {
         w.host.expire(&img.source_path);
@@ -127,12 +127,12 @@ async fn per_user_limit_and_cleanup_work_on_the_shared_bucket() {
     }
     for img in [&d2, &e2] {
         for p in [&fresh, &a, &b] {
-            assert_eq!(status_of(p, img).await, 404, "{}", img.hosted.path);
+            assert_eq!(status_of(p, img).await, 410, "{}", img.hosted.path);
         }
     }
     // C stored e2 itself and may still hold it in memory, but the database
     // decides within IMAGE_CACHE_REVALIDATE_SECS.
-    let gone_on_c = wait_until(secs(70), || async { status_of(&c, &e2).await == 404 }).await;
+    let gone_on_c = wait_until(secs(70), || async { status_of(&c, &e2).await == 410 }).await;
     assert!(gone_on_c, "C still serves e2");
 }
 
