@@ -6,22 +6,12 @@
 # this; scripts/setup.sh runs it before installing what the tests need.
 # Idempotent and quiet when everything is already there.
 set -euo pipefail
+# shellcheck source=lib/apt.sh
+. "$(dirname "$0")/lib/apt.sh"
 
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v nasm >/dev/null 2>&1 || missing+=(nasm)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "setup-build: installing ${missing[*]}" >&2
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
-  # Quiet unless it fails: apt's own chatter (debconf notices) is kept for
-  # the error message.
-  if ! out="$($sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" 2>&1)"; then
-    echo "$out" >&2
-    exit 1
-  fi
-fi
+apt_install setup-build "${missing[@]}"

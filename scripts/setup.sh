@@ -8,6 +8,8 @@
 # is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=lib/apt.sh
+. scripts/lib/apt.sh
 
 scripts/setup-build.sh
 
@@ -20,21 +22,7 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "setup: installing ${missing[*]}" >&2
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
-  # --no-install-recommends: the server binaries, not a running cluster's
-  # extras; the tests start their own cluster.
-  # Quiet unless it fails: apt's own chatter (debconf notices) is kept for
-  # the error message.
-  if ! out="$($sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" 2>&1)"; then
-    echo "$out" >&2
-    exit 1
-  fi
-fi
+apt_install setup "${missing[@]}"
 
 # playwright-core, pinned by tests/admin_ui/package-lock.json. It downloads no
 # browser: the test points it at /usr/bin/chromium.
