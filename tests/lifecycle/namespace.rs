@@ -48,10 +48,12 @@ async fn count(db: &AnyPool, table: &str) -> i64 {
     sqlx::query(&sql).fetch_one(db).await.expect(&sql).get(0)
 }
 
-const OURS: [&str; 8] = [
+const OURS: [&str; 10] = [
     "_sqlx_migrations",
+    "cdn_purges",
     "deleted_objects",
     "hosted_images",
+    "image_tombstones",
     "image_variants",
     "image_views_hourly",
     "permaproxy_meta",
