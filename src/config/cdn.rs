@@ -70,36 +70,17 @@ fn target(raw: &Raw, p: Provider, base: Option<String>) -> Result<Parts, ConfigE
             ConfigError::new(name, format!("CDN_PURGE_PROVIDER={} needs it", p.as_str()))
         })
     };
-    let soft = raw.bool("FASTLY_SOFT_PURGE")?;
+    let (id, token) = match p {
+        Provider::Cloudflare => ("CLOUDFLARE_ZONE_ID", "CLOUDFLARE_API_TOKEN"),
+        Provider::Fastly => ("FASTLY_SERVICE_ID", "FASTLY_API_TOKEN"),
+        Provider::Bunny => ("BUNNY_PULLZONE_ID", "BUNNY_API_KEY"),
+        Provider::Webhook => ("", ""),
+    };
+    // Only Fastly marks objects stale instead of removing them.
+    let soft = raw.bool("FASTLY_SOFT_PURGE")? && p == Provider::Fastly;
     Ok(match p {
-        Provider::Cloudflare => {
-            let t = Target::new(
-                p,
-                base,
-                need("CLOUDFLARE_ZONE_ID")?,
-                need("CLOUDFLARE_API_TOKEN")?,
-                false,
-            );
-            (Some(t), None)
-        }
-        Provider::Fastly => {
-            let t = Target::new(
-                p,
-                base,
-                need("FASTLY_SERVICE_ID")?,
-                need("FASTLY_API_TOKEN")?,
-                soft,
-            );
-            (Some(t), None)
-        }
-        Provider::Bunny => {
-            let t = Target::new(
-                p,
-                base,
-                need("BUNNY_PULLZONE_ID")?,
-                need("BUNNY_API_KEY")?,
-                false,
-            );
+        Provider::Cloudflare | Provider::Fastly | Provider::Bunny => {
+            let t = Target::new(p, base, need(id)?, need(token)?, soft);
             (Some(t), None)
         }
         Provider::Webhook => {

@@ -60,9 +60,16 @@ async fn store(s: &Stands, user: &str, name: &str) -> (String, Vec<u8>) {
 
 /// [`store`] with these bytes.
 async fn store_bytes(s: &Stands, user: &str, name: &str, bytes: Vec<u8>) -> (String, Vec<u8>) {
-    let src = s
-        .host
-        .add_url(&format!("/sig/{name}"), bytes.clone(), "image/png");
+    let source = format!("/sig/{name}");
+    let hosted = hand_out_from(s, user, &source, bytes.clone()).await;
+    s.host.expire(&source);
+    (hosted, bytes)
+}
+
+/// Hands out one image for `user` (Studio API names the owner) from the
+/// source at `path`, left alive; returns the hosted URL's path and query.
+pub async fn hand_out_from(s: &Stands, user: &str, path: &str, bytes: Vec<u8>) -> String {
+    let src = s.host.add_url(path, bytes, "image/png");
     s.api.set_response(
         GEN,
         Canned::json(&json!({ "output": [src] })).header(OWNER, user),
@@ -71,8 +78,7 @@ async fn store_bytes(s: &Stands, user: &str, name: &str, bytes: Vec<u8>) -> (Str
     assert_eq!(r.status, 200, "{}", r.text());
     let url = r.json()["output"][0].as_str().unwrap().to_string();
     let at = url.find("/v1/images/hosted/").expect("a hosted URL");
-    s.host.expire(&format!("/sig/{name}"));
-    (url[at..].to_string(), bytes)
+    url[at..].to_string()
 }
 
 async fn get(p: &Proxy, path_and_query: &str) -> Reply {

@@ -41,17 +41,7 @@ fn assert_answers_as_missing(r: &Reply, missing: &Reply, what: &str) {
 /// Hands out one image for `user` and leaves its source alive; returns the
 /// handed-out URL's path and query.
 async fn hand_out(s: &Stands, user: &str, name: &str, bytes: &[u8]) -> String {
-    let src = s
-        .host
-        .add_url(&format!("/safe/{name}"), bytes.to_vec(), "image/png");
-    s.api.set_response(
-        GEN,
-        Canned::json(&json!({ "output": [src] })).header(OWNER, user),
-    );
-    let r = generate(&s.proxy, "{}", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let url = r.json()["output"][0].as_str().unwrap().to_string();
-    url[url.find("/v1/images/hosted/").expect("hosted")..].to_string()
+    hand_out_from(s, user, &format!("/safe/{name}"), bytes.to_vec()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
